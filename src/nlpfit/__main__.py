@@ -1,0 +1,3 @@
+from nlpfit.cli import main
+
+main()

@@ -1,0 +1,115 @@
+"""The trainer engine: transformers.Trainer (or a task's Trainer subclass, e.g. Seq2SeqTrainer),
+with evaluation replaced by the shared loop so both engines report the same metrics."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from nlpfit.engines import TrainResult
+from nlpfit.engines.loop import evaluate, lengths_of
+from nlpfit.engines.accelerate import summary
+from nlpfit.log import info
+from nlpfit.tasks.base import Task
+
+
+def trainer_class(base):
+    class NlpfitTrainer(base):
+        """`base` with the task's loss and the task's evaluation."""
+
+        def __init__(self, *args, task, features, raw, eval_batch_size, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.task, self.features, self.raw, self.eval_bs = task, features, raw, eval_batch_size
+            self.history: list[dict] = []
+            self.last_eval: dict = {}
+            if type(task).compute_loss is not Task.compute_loss:
+                self.model_accepts_loss_kwargs = False  # the task's loss is a mean: let Trainer scale it
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs or type(self.task).compute_loss is Task.compute_loss:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            return self.task.compute_loss(model, inputs)
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            metrics = evaluate(self.task, self.model, self.features["validation"], self.raw["validation"],
+                               self.eval_bs, self.accelerator, desc=f"evaluating (step {self.state.global_step})")
+            self.last_eval = metrics
+            flat = {f"{metric_key_prefix}_{k}": v for k, v in summary(metrics).items()}
+            info(f"[epoch {self.state.epoch or 0:.2f}] " + "  ".join(f"{k} {v:.4f}" for k, v in summary(metrics).items()))
+            train_loss = next((h["loss"] for h in reversed(self.state.log_history) if "loss" in h), None)
+            entry = {"epoch": round(self.state.epoch or 0, 4), "step": self.state.global_step, "eval": summary(metrics)}
+            if train_loss is not None and self.state.global_step:
+                entry["train_loss"] = train_loss
+            self.history.append(entry)
+            self.log(flat)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, flat)
+            return flat
+
+    return NlpfitTrainer
+
+
+def train(task, cfg, model, tokenizer, features, raw, checkpoint_dir: Path) -> TrainResult:
+    from transformers import Trainer, TrainingArguments
+
+    has_eval = "validation" in features
+    per_epoch = "steps" if cfg.eval_steps else "epoch"
+    args_cls = getattr(task, "training_arguments_class", TrainingArguments)
+    args = args_cls(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,
+        lr_scheduler_type="constant_with_warmup" if cfg.scheduler == "constant" else cfg.scheduler,
+        gradient_accumulation_steps=cfg.grad_accum,
+        max_grad_norm=cfg.max_grad_norm,
+        optim="adamw_torch",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        fp16=cfg.mixed_precision == "fp16",
+        bf16=cfg.mixed_precision == "bf16",
+        eval_strategy=per_epoch if has_eval else "no",
+        eval_steps=cfg.eval_steps or None,
+        eval_on_start=cfg.eval_before and has_eval,
+        save_strategy="epoch",
+        save_total_limit=1,
+        logging_strategy=per_epoch,
+        logging_steps=cfg.eval_steps or 500,
+        report_to="none",
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        remove_unused_columns=True,
+        disable_tqdm=False,
+        **getattr(task, "training_arguments", lambda: {})(),
+    )
+    base = getattr(task, "trainer_base", Trainer)
+    trainer = trainer_class(base)(
+        model=model, args=args, data_collator=task.collator(tokenizer, model),
+        train_dataset=features["train"], eval_dataset=features["validation"] if has_eval else None,
+        processing_class=tokenizer, task=task, features=features, raw=raw, eval_batch_size=cfg.eval_batch_size)
+    resume = None
+    if cfg.resume:
+        ckpts = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        resume = str(ckpts[-1]) if ckpts else None
+        info(f"resuming from {Path(resume).name}" if resume else f"--resume: no checkpoint in {checkpoint_dir}")
+    start = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=resume)
+    runtime = time.perf_counter() - start
+    epochs = trainer.state.epoch or 0
+    tokens = sum(lengths_of(features["train"])) * epochs
+    n_proc = trainer.accelerator.num_processes
+    train_metrics = {"loss": out.training_loss, "steps": trainer.state.global_step, "epochs": round(epochs, 4),
+                     "runtime_s": round(runtime, 2),
+                     "samples_per_second": round(len(features["train"]) * epochs / runtime, 2) if runtime else None,
+                     "tokens_per_second": round(tokens / runtime, 1) if runtime else None,
+                     "num_processes": n_proc}
+    history = trainer.history
+    # the last scheduled evaluation is the final one; evaluate now if none ran after the last step
+    if has_eval and (not history or history[-1]["step"] != trainer.state.global_step):
+        trainer.evaluate()
+    result = TrainResult(model=trainer.model, train=train_metrics, eval=trainer.last_eval, history=trainer.history)
+    result.accelerator = trainer.accelerator
+    return result

@@ -1,0 +1,47 @@
+"""The model card (OUT/README.md): task, data, hyperparameters and metrics, with Hub metadata."""
+
+from __future__ import annotations
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def model_card(task, cfg, metrics: dict, base_model: str) -> str:
+    name = cfg.out.name
+    eval_m = {k: v for k, v in (metrics.get("eval") or {}).items() if not isinstance(v, (dict, list))}
+    test_m = {k: v for k, v in (metrics.get("test") or {}).items() if not isinstance(v, (dict, list))}
+    meta = ["---", "library_name: transformers", f"pipeline_tag: {task.pipeline}", "tags:", "- nlpfit",
+            f"- {cfg.task}"]
+    if cfg.data and not any(s.startswith(("/", ".")) for s in cfg.data):
+        meta += ["datasets:"] + [f"- {d}" for d in cfg.data]
+    if base_model and not base_model.startswith("/"):
+        meta.append(f"base_model: {base_model}")
+    meta.append("---")
+    lines = meta + ["", f"# {name}", "",
+                    f"A {task.pipeline} model trained with nlpfit (`nlpfit train {cfg.task}`), "
+                    f"starting from `{base_model}`.", "",
+                    "## Data", "", "- " + "\n- ".join(cfg.data), ""]
+    extra = task.card_data()
+    if extra.get("labels"):
+        lines += [f"Labels ({len(extra['labels'])}): " + ", ".join(f"`{l}`" for l in extra["labels"]), ""]
+    lines += ["## Training", "", "| hyperparameter | value |", "|---|---|"]
+    for key in ("engine", "epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio",
+                "scheduler", "seed", "mixed_precision", "group_by_length"):
+        lines.append(f"| {key} | {_fmt(getattr(cfg, key))} |")
+    for key, value in cfg.task_options.items():
+        lines.append(f"| {key} | {_fmt(value)} |")
+    for title, m in (("Validation", eval_m), ("Test", test_m)):
+        if m:
+            lines += ["", f"## {title} metrics", "", "| metric | value |", "|---|---|"]
+            lines += [f"| {k} | {_fmt(v)} |" for k, v in m.items()]
+    table = task.metrics_table(metrics.get("test") or metrics.get("eval") or {})
+    if table:
+        lines += ["", "```", table, "```"]
+    lines += ["", "## Use", "", "```python", "from transformers import pipeline", "",
+              f'pipe = pipeline("{task.pipeline}", model="{name}")', "```", "",
+              f"or `nlpfit predict {name} ...`; `run.json` holds the full configuration and `metrics.json` "
+              "the metrics per epoch.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""The three things a user does: train, evaluate, predict.  cli.py parses flags and calls these."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from nlpfit import NlpfitError, __version__
+from nlpfit.config import RunConfig, save_json
+from nlpfit.log import info
+
+
+# ---- the output folder: written aside, moved into place at the end -----------------------------
+class OutputDir:
+    """OUT is built in a hidden sibling folder (with the checkpoints) and moved into place when
+    complete, so a crash never leaves half a model; `--resume` finds the checkpoints there."""
+
+    def __init__(self, out: Path, overwrite: bool, resume: bool, is_main: bool = True):
+        self.out = out
+        self.work = out.parent / f".{out.name}.nlpfit-tmp"
+        self.checkpoints = self.work / "checkpoints"
+        self.staging = self.work / "final"
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+            raise NlpfitError(f"--output {out}: already exists and is not empty (add --overwrite to replace it)")
+        if is_main:
+            if self.work.exists() and not resume:
+                shutil.rmtree(self.work)
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            if self.staging.exists():
+                shutil.rmtree(self.staging)
+            self.staging.mkdir()
+
+    def commit(self) -> None:
+        backup = None
+        if self.out.exists():
+            backup = self.out.parent / f".{self.out.name}.nlpfit-old"
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(self.out, backup)
+        os.replace(self.staging, self.out)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def versions() -> dict:
+    import accelerate
+    import datasets
+    import tokenizers
+    import torch
+    import transformers
+
+    return {"nlpfit": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "datasets": datasets.__version__,
+            "accelerate": accelerate.__version__, "tokenizers": tokenizers.__version__}
+
+
+def resolve(cfg: RunConfig, task) -> RunConfig:
+    """Fill in the task's offline defaults for --model and --data."""
+    if not cfg.model:
+        cfg.model = task.default_model()
+        info(f"--model not given: using {cfg.model}")
+    if not cfg.data:
+        cfg.data = task.default_data()
+        cfg.validation_split, cfg.test_split = getattr(task, "default_split", (0.1, 0.1))
+        info(f"--data not given: using {', '.join(cfg.data)} "
+             f"(held out: {cfg.validation_split:.0%} validation, {cfg.test_split:.0%} test)")
+    return cfg
+
+
+def train(cfg: RunConfig) -> dict:
+    from accelerate import PartialState
+
+    from nlpfit.engines import get_engine
+    from nlpfit.engines.loop import evaluate as run_eval, seed_everything
+    from nlpfit.report.card import model_card
+    from nlpfit.tasks import make_task
+
+    state = PartialState()
+    task = make_task(cfg)
+    resolve(cfg, task)
+    out = OutputDir(cfg.out, cfg.overwrite, cfg.resume, state.is_main_process)
+    state.wait_for_everyone()
+    engine = get_engine(cfg.engine)
+    started = time.time()
+
+    seed_everything(cfg.seed)
+    raw = task.load_data()
+    if cfg.max_train_samples and "train" in raw:
+        raw["train"] = raw["train"].select(range(min(cfg.max_train_samples, len(raw["train"]))))
+    if cfg.max_eval_samples:
+        for split in ("validation", "test"):
+            if split in raw:
+                raw[split] = raw[split].select(range(min(cfg.max_eval_samples, len(raw[split]))))
+    model, tokenizer = task.build(raw)
+    task.tokenizer = tokenizer
+    features = task.preprocess(raw, tokenizer)
+
+    result = engine(task, cfg, model, tokenizer, features, raw, out.checkpoints)
+    metrics = {"train": result.train, "eval": result.eval, "history": result.history}
+    if "test" in features:
+        metrics["test"] = run_eval(task, result.model, features["test"], raw["test"], cfg.eval_batch_size,
+                                   result.accelerator, desc="evaluating (test)")
+
+    if state.is_main_process:
+        result.model.save_pretrained(out.staging)
+        tokenizer.save_pretrained(out.staging)
+        save_json(out.staging / "metrics.json", metrics)
+        save_json(out.staging / "run.json", {
+            "task": cfg.task, "pipeline": task.pipeline, "config": cfg.to_dict(),
+            "task_data": task.card_data(), "seed": cfg.seed, "versions": versions(),
+            "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "runtime_s": round(time.time() - started, 1), "num_processes": state.num_processes,
+            "device": str(state.device)})
+        (out.staging / "README.md").write_text(model_card(task, cfg, metrics, cfg.model), encoding="utf-8")
+        out.commit()
+        info(f"saved {cfg.out}")
+    state.wait_for_everyone()
+    if cfg.push_to_hub and state.is_main_process:
+        push(cfg)
+    return {"metrics": metrics, "task": task}
+
+
+def push(cfg: RunConfig) -> None:
+    from huggingface_hub import HfApi
+
+    repo = cfg.hub_model_id or cfg.out.name
+    try:
+        api = HfApi()
+        url = api.create_repo(repo, exist_ok=True).repo_id
+        api.upload_folder(folder_path=str(cfg.out), repo_id=url, commit_message="nlpfit: upload model")
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NlpfitError(f"--push-to-hub: {cfg.out} is saved, but the upload to {repo} failed: {msg}") from None
+    info(f"pushed {cfg.out} to https://huggingface.co/{url}")
+
+
+# ---- using a trained model ------------------------------------------------------------------------
+def load_run(out_dir: str) -> tuple[RunConfig, dict]:
+    path = Path(out_dir)
+    if not path.is_dir():
+        raise NlpfitError(f"{out_dir}: no such model folder")
+    run_file = path / "run.json"
+    if not run_file.is_file():
+        raise NlpfitError(f"{out_dir}: not an nlpfit model folder (no run.json)")
+    run = json.loads(run_file.read_text())
+    known = {f.name for f in fields(RunConfig)}
+    cfg = RunConfig(**{k: v for k, v in run["config"].items() if k in known})
+    return cfg, run
+
+
+def evaluate(out_dir: str, data: list[str] | None, split: str, batch_size: int | None) -> dict:
+    from nlpfit.engines.loop import evaluate as run_eval
+    from nlpfit.tasks import make_task
+
+    cfg, _ = load_run(out_dir)
+    if data:
+        cfg.data = list(data)
+        cfg.data_config = None
+    if batch_size:
+        cfg.eval_batch_size = batch_size
+    if data and len(data) == 1 and Path(data[0]).is_file():
+        cfg.validation_split = cfg.test_split = 0.0  # one file: evaluate all of it
+    task = make_task(cfg)
+    raw = task.load_data(model_dir=out_dir)
+    if len(raw) == 1 and data and Path(data[0]).is_file():
+        split = next(iter(raw))
+    if split not in raw:
+        raise NlpfitError(f"--split {split}: the data has no such split (it has {', '.join(raw)})")
+    raw = {split: raw[split]}
+    model, tokenizer = task.load_trained(out_dir)
+    task.tokenizer = tokenizer
+    features = task.preprocess(raw, tokenizer)
+    return {"task": task, "metrics": run_eval(task, model, features[split], raw[split], cfg.eval_batch_size)}
+
+
+def predict(out_dir: str, inputs: list, popts_values: dict):
+    from nlpfit.tasks import make_task
+
+    cfg, _ = load_run(out_dir)
+    task = make_task(cfg)
+    popts = task.PredictOptions(**{f.name: popts_values[f.name] for f in fields(task.PredictOptions)
+                                   if popts_values.get(f.name) is not None})
+    return task.predict(out_dir, inputs, popts)

@@ -1,0 +1,41 @@
+"""Task registry.  Each task is one module behind the small interface in `base.Task`.
+
+Modules are imported lazily so that `nlpfit --help` stays fast; a task module keeps its heavy
+imports (torch, transformers, datasets) inside functions.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+#: command name -> (module, class name, preset options, one-line help)
+REGISTRY: dict[str, tuple[str, str, dict, str]] = {
+    "ner": ("nlpfit.tasks.token_classification", "TokenClassification", {"label_column": "ner_tags"},
+            "Named-entity recognition (token classification on ner_tags)."),
+    "pos": ("nlpfit.tasks.token_classification", "TokenClassification", {"label_column": "pos_tags"},
+            "Part-of-speech tagging (token classification on pos_tags)."),
+    "chunk": ("nlpfit.tasks.token_classification", "TokenClassification", {"label_column": "chunk_tags"},
+              "Chunking (token classification on chunk_tags)."),
+}
+
+
+def task_class(name: str):
+    from nlpfit import NlpfitError
+
+    if name not in REGISTRY:
+        raise NlpfitError(f"unknown task {name!r}; choose from {', '.join(REGISTRY)}")
+    module, cls = REGISTRY[name][:2]
+    return getattr(importlib.import_module(module), cls)
+
+
+def task_presets(name: str) -> dict:
+    return dict(REGISTRY[name][2])
+
+
+def make_task(cfg):
+    """The task object for a resolved RunConfig."""
+    return task_class(cfg.task)(cfg)
+
+
+def task_help(name: str) -> str:
+    return REGISTRY[name][3]
