@@ -109,7 +109,7 @@ def predict_outputs(task, model, features, batch_size: int, accelerator=None, de
     accelerator = accelerator or Accelerator()
     lengths = lengths_of(features)
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    collate = make_collate(task.collator(task.tokenizer, model), model)
+    collate = make_collate(task.eval_collator(task.tokenizer, model), model)
     loader = DataLoader(features.select(order), batch_size=batch_size, shuffle=False, collate_fn=collate)
     loader = accelerator.prepare_data_loader(loader)
     was_training = model.training

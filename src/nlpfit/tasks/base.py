@@ -67,7 +67,12 @@ class Task:
         raise NotImplementedError
 
     def collator(self, tokenizer, model):
+        """Pads (and, for masked LM, masks) training batches."""
         raise NotImplementedError
+
+    def eval_collator(self, tokenizer, model):
+        """Pads evaluation batches (default: the training collator)."""
+        return self.collator(tokenizer, model)
 
     # ---- training and evaluation hooks (used by both engines) --------------------------------
     def compute_loss(self, model, batch):

@@ -1,0 +1,145 @@
+"""Shared fixtures: tiny models built from configs, with tokenizers trained by `tokenizers`, and an
+in-process runner for the command line.  No network: the hub is switched off for every test."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PERSONS = ["Alice", "Bob", "Carol", "Dmitri", "Emma", "Farid", "Grace", "Hiro"]
+PLACES = ["Paris", "London", "New York", "Berlin", "Tokyo", "Lagos", "Lima", "Oslo"]
+ORGS = ["Google", "Hugging Face", "the United Nations", "Acme Corp", "Mozilla"]
+TEMPLATES = [
+    "{P} moved to {L} last year .",
+    "{P} works for {O} in {L} .",
+    "Yesterday {P} met {Q} at {O} .",
+    "The office of {O} is in {L} .",
+    "{P} and {Q} flew from {L} to {M} on Monday .",
+    "nothing special happened today , said the weather report .",
+]
+
+
+def _tagged(words: str, tag: str) -> list[tuple[str, str]]:
+    parts = words.split()
+    return [(w, ("B-" if i == 0 else "I-") + tag) for i, w in enumerate(parts)]
+
+
+def make_ner_sentences(n: int, seed: int = 0) -> list[list[tuple[str, str]]]:
+    """Sentences of (word, BIO tag) with PER / LOC / ORG entities."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        template = rng.choice(TEMPLATES)
+        fill = {"P": ("PER", rng.choice(PERSONS)), "Q": ("PER", rng.choice(PERSONS)),
+                "L": ("LOC", rng.choice(PLACES)), "M": ("LOC", rng.choice(PLACES)), "O": ("ORG", rng.choice(ORGS))}
+        sent: list[tuple[str, str]] = []
+        for piece in template.split():
+            if piece.startswith("{"):
+                tag, words = fill[piece[1]]
+                sent += _tagged(words, tag)
+            else:
+                sent.append((piece, "O"))
+        out.append(sent)
+    return out
+
+
+def write_conll(path: Path, sentences, columns: int = 2) -> Path:
+    lines = ["-DOCSTART- -X- -X- O", ""] if columns == 4 else []
+    for sent in sentences:
+        for word, tag in sent:
+            lines.append(f"{word} NN B-NP {tag}" if columns == 4 else f"{word}\t{tag}")
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def corpus_text() -> list[str]:
+    """Real English prose shipped with CPython (pydoc topics), plus the NER fixture words."""
+    from pydoc_data.topics import topics
+
+    lines = [line for text in list(topics.values())[:40] for line in text.splitlines() if line.strip()]
+    lines += [" ".join(w for w, _ in s) for s in make_ner_sentences(200)]
+    return lines
+
+
+def train_wordpiece(texts: list[str], vocab_size: int = 600, lowercase: bool = True):
+    """A BERT-style WordPiece tokenizer trained by `tokenizers`, as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.decoder = decoders.WordPiece(prefix="##")
+    return BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                             sep_token="[SEP]", mask_token="[MASK]", do_lower_case=lowercase, model_max_length=128)
+
+
+def build_tiny_bert(folder: Path, texts: list[str] | None = None, vocab_size: int = 600) -> Path:
+    """A 2-layer BERT encoder (random weights) with its WordPiece tokenizer, saved as a model folder."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    tokenizer = train_wordpiece(texts or corpus_text(), vocab_size)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `nlpfit ARGS` in this process; return exit code, stdout and stderr."""
+    from nlpfit.cli import main
+
+    def run(*args) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        cap = capsys.readouterr()
+        return CliResult(code, cap.out, cap.err)
+
+    return run
+
+
+@pytest.fixture
+def ner_data(tmp_path) -> Path:
+    """A folder with train/dev/test CoNLL files."""
+    folder = tmp_path / "ner"
+    folder.mkdir()
+    write_conll(folder / "train.conll", make_ner_sentences(160, seed=1))
+    write_conll(folder / "dev.conll", make_ner_sentences(40, seed=2))
+    write_conll(folder / "test.conll", make_ner_sentences(40, seed=3))
+    return folder
