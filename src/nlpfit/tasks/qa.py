@@ -1,0 +1,393 @@
+"""Extractive question answering (SQuAD), as in the course's chapter on question answering.
+
+1. Read questions with their context and answers {text, answer_start}: a hub dataset (squad,
+   squad_v2), a nested SQuAD JSON file (v1.1 or v2.0) or a flat JSON Lines/CSV file.  Every
+   answer_start must point at its text (or --fix-answer-starts searches for it).
+2. Tokenize question first, context second, truncating only the context: a long context becomes
+   several windows of --max-length tokens that overlap by --stride tokens, each with its offset
+   mapping back to characters of the context.
+   Training features label the start and end token of the answer inside the window, or the CLS
+   token when the answer is not (entirely) in that window or the question has none (SQuAD 2.0).
+   Evaluation features keep the example id and offsets of the context tokens only (None elsewhere).
+3. Post-processing: for each example, over all its windows, the --n-best best start and end
+   logits form candidate spans inside the context with end >= start and at most
+   --max-answer-length tokens; the best start+end score wins, its text cut from the original
+   context by the offsets.  With unanswerable questions (SQuAD 2.0) the answer is empty when the
+   null (CLS) score beats the best span by more than --null-threshold.
+4. Exact match and F1 with the official SQuAD normalisation (torchmetrics' implementation of the
+   official script), the maximum over the gold answers; HasAns/NoAns splits when some questions
+   have no answer.  OUT/predictions.json maps every evaluated id to its predicted answer.
+5. Predict with the same windows and post-processing: answer, score (start x end probability),
+   start and end characters in the context.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from nlpfit import NlpfitError
+from nlpfit.config import opt
+from nlpfit.log import info, warn
+from nlpfit.models import MINILM, load_model, load_tokenizer, resolve_model
+from nlpfit.tasks.base import Task
+
+TABLE_SUFFIXES = {".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".parquet"}
+
+
+@dataclass
+class Options:
+    max_length: int = opt(384, "Tokens per window (question + context + special tokens).")
+    stride: int = opt(128, "Tokens of context shared by consecutive windows of a long context.")
+    n_best: int = opt(20, "Start and end candidates per window considered by the post-processing.")
+    max_answer_length: int = opt(30, "Longest answer, in tokens.")
+    null_threshold: float = opt(0.0, "SQuAD 2.0: answer nothing when the null score beats the best span by more.")
+    null_answers: str = opt("auto", "Allow empty answers (SQuAD 2.0); auto: when some training question has none.",
+                            choices=("auto", "yes", "no"))
+    fix_answer_starts: bool = opt(False, "Move a wrong answer_start to the occurrence of the answer text nearest it.")
+
+
+@dataclass
+class PredictOptions:
+    question: str | None = opt(None, "Question answering: the question (with --context).")
+    context: str | None = opt(None, "Question answering: the context that holds the answer (with --question).")
+
+
+# ---- 2. features --------------------------------------------------------------------------------
+def tokenize_windows(tokenizer, questions: list[str], contexts: list[str], max_length: int, stride: int):
+    """Question first, context second; only the context is truncated, overflowing windows kept."""
+    try:
+        return tokenizer([q.lstrip() for q in questions], contexts, truncation="only_second", max_length=max_length,
+                         stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True)
+    except Exception as exc:  # the question alone does not leave room for the stride
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NlpfitError(f"--max-length {max_length} / --stride {stride}: cannot cut windows ({msg}); "
+                          "a question leaves too little room: raise --max-length or lower --stride") from None
+
+
+def context_span(sequence_ids: list) -> tuple[int, int]:
+    """First and last token index of the context (sequence 1) in a window."""
+    start = sequence_ids.index(1)
+    end = len(sequence_ids) - 1 - sequence_ids[::-1].index(1)
+    return start, end
+
+
+def cls_position(input_ids: list[int], tokenizer) -> int:
+    cls = tokenizer.cls_token_id
+    return input_ids.index(cls) if cls is not None and cls in input_ids else 0
+
+
+def answer_positions(offsets: list, sequence_ids: list, answer_start: int, answer_end: int, cls: int) -> tuple[int, int]:
+    """Token start/end of the character span [answer_start, answer_end) in one window, or (cls, cls)
+    when the window does not hold the whole answer."""
+    ctx_start, ctx_end = context_span(sequence_ids)
+    if offsets[ctx_start][0] > answer_start or offsets[ctx_end][1] < answer_end:
+        return cls, cls
+    i = ctx_start
+    while i <= ctx_end and offsets[i][0] <= answer_start:
+        i += 1
+    j = ctx_end
+    while j >= ctx_start and offsets[j][1] >= answer_end:
+        j -= 1
+    return i - 1, j + 1
+
+
+def train_features(batch, tokenizer, max_length: int, stride: int) -> dict:
+    enc = tokenize_windows(tokenizer, batch["question"], batch["context"], max_length, stride)
+    sample_map = enc.pop("overflow_to_sample_mapping")
+    offsets_all = enc.pop("offset_mapping")
+    starts, ends = [], []
+    for i, offsets in enumerate(offsets_all):
+        cls = cls_position(enc["input_ids"][i], tokenizer)
+        answers = batch["answers"][sample_map[i]]
+        if not answers["text"]:
+            starts.append(cls), ends.append(cls)
+            continue
+        a_start = answers["answer_start"][0]
+        s, e = answer_positions(offsets, enc.sequence_ids(i), a_start, a_start + len(answers["text"][0]), cls)
+        starts.append(s), ends.append(e)
+    enc["start_positions"], enc["end_positions"] = starts, ends
+    return enc
+
+
+def eval_features(batch, tokenizer, max_length: int, stride: int) -> dict:
+    enc = tokenize_windows(tokenizer, batch["question"], batch["context"], max_length, stride)
+    sample_map = enc.pop("overflow_to_sample_mapping")
+    enc["example_id"] = [batch["id"][s] for s in sample_map]
+    enc["cls_index"] = [cls_position(ids, tokenizer) for ids in enc["input_ids"]]
+    enc["offset_mapping"] = [[list(o) if sid == 1 else None for o, sid in zip(offsets, enc.sequence_ids(i))]
+                             for i, offsets in enumerate(enc["offset_mapping"])]
+    return enc
+
+
+# ---- 3. post-processing -------------------------------------------------------------------------
+def _softmax(x):
+    import numpy as np
+
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def best_answers(examples, features, start_logits, end_logits, *, n_best: int = 20, max_answer_length: int = 30,
+                 null_answers: bool = False, null_threshold: float = 0.0) -> dict[str, dict]:
+    """The answer to every example from the logits of all its windows.
+
+    `examples`: dicts with id and context.  `features`: dicts with example_id, offset_mapping
+    (None outside the context) and cls_index.  `start_logits[i]` / `end_logits[i]`: the logits of
+    feature i (possibly padded beyond its length, e.g. with -100; padding is never in the context).
+    Returns id -> {text, start, end, score (start+end logit), probability}; an empty text (start
+    and end None) is the null answer.
+    """
+    import numpy as np
+
+    by_example: dict[str, list[int]] = {}
+    for i, f in enumerate(features):
+        by_example.setdefault(f["example_id"], []).append(i)
+    answers = {}
+    for ex in examples:
+        best, null = None, None
+        for i in by_example.get(ex["id"], []):
+            offsets = features[i]["offset_mapping"]
+            n = len(offsets)
+            s_log = np.asarray(start_logits[i][:n], dtype=np.float64)
+            e_log = np.asarray(end_logits[i][:n], dtype=np.float64)
+            cls = features[i].get("cls_index", 0) or 0
+            allowed = np.array([o is not None for o in offsets])
+            if null_answers:
+                allowed[cls] = True
+            s_prob = np.zeros(n)
+            e_prob = np.zeros(n)
+            s_prob[allowed], e_prob[allowed] = _softmax(s_log[allowed]), _softmax(e_log[allowed])
+            null_score = float(s_log[cls] + e_log[cls])
+            if null is None or null_score < null["score"]:  # the window most sure that there is an answer
+                null = {"text": "", "start": None, "end": None, "score": null_score,
+                        "probability": float(s_prob[cls] * e_prob[cls])}
+            s_top = [j for j in np.argsort(s_log)[::-1][:n_best] if offsets[j] is not None]
+            e_top = [j for j in np.argsort(e_log)[::-1][:n_best] if offsets[j] is not None]
+            for s in s_top:
+                for e in e_top:
+                    if e < s or e - s + 1 > max_answer_length:
+                        continue
+                    score = float(s_log[s] + e_log[e])
+                    if best is None or score > best["score"]:
+                        start, end = offsets[s][0], offsets[e][1]
+                        best = {"text": ex["context"][start:end], "start": start, "end": end, "score": score,
+                                "probability": float(s_prob[s] * e_prob[e])}
+        if best is None:
+            best = null if null is not None else {"text": "", "start": None, "end": None, "score": float("-inf"),
+                                                  "probability": 0.0}
+        elif null_answers and null is not None and null["score"] - best["score"] > null_threshold:
+            best = null
+        answers[ex["id"]] = best
+    return answers
+
+
+class QuestionAnswering(Task):
+    name = "question-answering"
+    pipeline = "question-answering"
+    Options = Options
+    PredictOptions = PredictOptions
+    defaults = {"lr": 5e-5, "epochs": 2.0, "batch_size": 16, "warmup_ratio": 0.1}
+    default_split = (0.1, 0.1)
+    main_metric = "f1"
+    greater_is_better = True
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.null_answers = self.opts.null_answers == "yes"
+        self.last_predictions: dict[str, str] | None = None
+
+    # ---- 1. data ----------------------------------------------------------------------------
+    def default_data(self) -> list[str]:
+        from nlpfit.data.squad import PYDOC
+
+        return [PYDOC]
+
+    def default_model(self) -> str:
+        return MINILM
+
+    def load_data(self, model_dir: str | None = None):
+        import datasets
+
+        from nlpfit.data import load_splits
+        from nlpfit.data.squad import PYDOC, check_answers, check_ids, normalise, pydoc_topics_squad, read_file
+        from nlpfit.data.squad import features as squad_features
+
+        cfg, o = self.cfg, self.opts
+        where = f"--data {', '.join(cfg.data)}"
+        if cfg.data == [PYDOC]:
+            raw = pydoc_topics_squad(cfg.validation_split, cfg.test_split)
+        else:
+            if PYDOC in cfg.data:
+                raise NlpfitError(f"--data {PYDOC}: the demo set cannot be combined with other data")
+            raw = load_splits(cfg.data, read_file, config=cfg.data_config, validation=cfg.validation_split,
+                              test=cfg.test_split, seed=cfg.split_seed)
+        out = datasets.DatasetDict()
+        for split, ds in raw.items():
+            if ds.features != squad_features():
+                ds = normalise(ds, f"{where} ({split})")  # hub datasets: same columns, other types
+            check_ids(ds, f"{where} ({split})")
+            out[split] = check_answers(ds, f"{where} ({split})", fix=o.fix_answer_starts)
+        if "train" not in out and model_dir is None:
+            raise NlpfitError(f"{where}: no train split")
+        if model_dir is not None:
+            self.null_answers = self._trained_null_answers(model_dir)
+        elif o.null_answers == "auto":
+            self.null_answers = any(not a["text"] for a in out["train"]["answers"])
+        no_answer = {s: sum(not a["text"] for a in d["answers"]) for s, d in out.items()}
+        if not self.null_answers and any(no_answer.values()):
+            if "train" in out and no_answer.get("train"):
+                warn(f"{no_answer['train']} training questions have no answer but --null-answers no: "
+                     "they are trained to point at CLS, yet the model never answers nothing")
+        info("data: " + ", ".join(f"{s} {len(d)} questions" + (f" ({no_answer[s]} without answer)" if no_answer[s]
+                                                                  else "") for s, d in out.items())
+             + ("; null answers allowed (SQuAD 2.0)" if self.null_answers else ""))
+        return out
+
+    def _trained_null_answers(self, model_dir: str) -> bool:
+        run = Path(model_dir) / "run.json"
+        if run.is_file():
+            return bool(json.loads(run.read_text()).get("task_data", {}).get("null_answers", False))
+        return self.opts.null_answers == "yes"
+
+    # ---- 2. model and features --------------------------------------------------------------
+    def build(self, raw):
+        from transformers import AutoModelForQuestionAnswering
+
+        path = resolve_model(self.cfg.model)
+        tokenizer = self._tokenizer(path)
+        model = load_model(AutoModelForQuestionAnswering, path, "question-answering")
+        return model, tokenizer
+
+    def load_trained(self, out_dir: str):
+        from transformers import AutoModelForQuestionAnswering
+
+        return load_model(AutoModelForQuestionAnswering, out_dir, "question-answering"), self._tokenizer(out_dir)
+
+    def _tokenizer(self, path: str):
+        tokenizer = load_tokenizer(path)
+        if not tokenizer.is_fast:
+            raise NlpfitError(f"--model {path}: question answering needs a fast tokenizer (offset mapping)")
+        return tokenizer
+
+    def max_length(self, tokenizer) -> int:
+        o = self.opts
+        limit = min(tokenizer.model_max_length or 512, 512)
+        length = min(o.max_length, limit) if o.max_length > 0 else limit
+        if not 0 <= o.stride < length:
+            raise NlpfitError(f"--stride {o.stride}: must be between 0 and --max-length ({length}) minus the question")
+        return length
+
+    def preprocess(self, raw, tokenizer):
+        import datasets
+
+        max_len, stride = self.max_length(tokenizer), self.opts.stride
+        features = datasets.DatasetDict()
+        for split, ds in raw.items():
+            fn = train_features if split == "train" else eval_features
+            features[split] = ds.map(fn, batched=True, remove_columns=ds.column_names, desc=f"tokenizing {split}",
+                                     fn_kwargs={"tokenizer": tokenizer, "max_length": max_len, "stride": stride})
+            if len(features[split]) > len(ds):
+                info(f"{split}: {len(ds)} questions -> {len(features[split])} windows of at most {max_len} tokens")
+        return features
+
+    def collator(self, tokenizer, model):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
+
+    # ---- 3. evaluation ----------------------------------------------------------------------
+    def eval_step(self, model, batch):
+        out = model(**{k: v for k, v in batch.items() if k not in ("start_positions", "end_positions")})
+        return {"start_logits": out.start_logits, "end_logits": out.end_logits}
+
+    def postprocess(self, examples, features, start_logits, end_logits) -> dict[str, dict]:
+        o = self.opts
+        return best_answers(examples, features, start_logits, end_logits, n_best=o.n_best,
+                            max_answer_length=o.max_answer_length, null_answers=self.null_answers,
+                            null_threshold=o.null_threshold)
+
+    def compute_metrics(self, outputs, features, raw):
+        from nlpfit.metrics_squad import squad_scores
+
+        feats = features.select_columns(["example_id", "offset_mapping", "cls_index"]).to_list()
+        examples = raw.select_columns(["id", "context"]).to_list()
+        answers = self.postprocess(examples, feats, outputs["start_logits"], outputs["end_logits"])
+        self.last_predictions = {i: a["text"] for i, a in answers.items()}
+        metrics = squad_scores(self.last_predictions, dict(zip(raw["id"], (a["text"] for a in raw["answers"]))))
+        metrics["windows"] = len(features)
+        return metrics
+
+    def metrics_table(self, metrics):
+        if "HasAns_f1" not in metrics:
+            return None
+        lines = ["subset     questions  exact_match      f1"]
+        for name, key in (("all", ""), ("has answer", "HasAns_"), ("no answer", "NoAns_")):
+            if f"{key}total" in metrics or key == "":
+                lines.append(f"{name:<10} {metrics.get(key + 'total', metrics.get('total', 0)):9d}  "
+                             f"{metrics[key + 'exact_match']:11.2f}  {metrics[key + 'f1']:6.2f}")
+        return "\n".join(lines)
+
+    def extra_artifacts(self, out_dir) -> None:
+        """OUT/predictions.json: id -> answer text of the last evaluation (test split when there is one)."""
+        if self.last_predictions is not None:
+            (Path(out_dir) / "predictions.json").write_text(
+                json.dumps(self.last_predictions, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    # ---- 4. prediction ----------------------------------------------------------------------
+    def predict(self, out_dir, inputs, popts):
+        """Answer, score, start and end of each {question, context}, with the training windows."""
+        import torch
+
+        from nlpfit.engines.loop import inference_device
+
+        items = []
+        if popts.question is not None or popts.context is not None:
+            if not popts.question or not popts.context:
+                raise NlpfitError("--question and --context go together")
+            items.append({"question": popts.question, "context": popts.context})
+        for n, item in enumerate(inputs, 1):
+            if not isinstance(item, dict) or not isinstance(item.get("question"), str) \
+                    or not isinstance(item.get("context"), str):
+                raise NlpfitError(f"input {n}: question answering needs {{\"question\": ..., \"context\": ...}} "
+                                  "(--input JSONL rows) or --question and --context")
+            items.append(item)
+        if not items:
+            raise NlpfitError("nothing to answer: give --question and --context, or --input FILE (JSON Lines)")
+        for i, item in enumerate(items):
+            if not item["question"].strip() or not item["context"].strip():
+                raise NlpfitError(f"input {i + 1}: empty question or context")
+        model, tokenizer = self.load_trained(out_dir)
+        self.null_answers = self._trained_null_answers(out_dir)
+        device = inference_device()
+        model.to(device).eval()
+        examples = [{"id": str(i), "context": it["context"]} for i, it in enumerate(items)]
+        enc = eval_features({"id": [e["id"] for e in examples], "question": [it["question"] for it in items],
+                             "context": [e["context"] for e in examples]},
+                            tokenizer, self.max_length(tokenizer), self.opts.stride)
+        feats = [{"example_id": enc["example_id"][i], "offset_mapping": enc["offset_mapping"][i],
+                  "cls_index": enc["cls_index"][i]} for i in range(len(enc["input_ids"]))]
+        names = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
+        rows = [{k: enc[k][i] for k in names} for i in range(len(feats))]
+        collate = self.collator(tokenizer, model)
+        starts, ends = [], []
+        bs = getattr(popts, "batch_size", None) or self.cfg.eval_batch_size
+        with torch.inference_mode():
+            for b in range(0, len(rows), bs):
+                batch = {k: v.to(device) for k, v in collate(rows[b:b + bs]).items()}
+                out = model(**batch)
+                starts += list(out.start_logits.float().cpu().numpy())
+                ends += list(out.end_logits.float().cpu().numpy())
+        answers = self.postprocess(examples, feats, starts, ends)
+        for ex, item in zip(examples, items):
+            a = answers[ex["id"]]
+            row = {"id": item["id"]} if "id" in item else {}
+            row.update({"question": item["question"], "answer": a["text"], "score": round(a["probability"], 4),
+                        "start": a["start"], "end": a["end"]})
+            yield row
+
+    def card_data(self):
+        o = self.opts
+        return {"null_answers": self.null_answers, "max_length": o.max_length, "stride": o.stride,
+                "n_best": o.n_best, "max_answer_length": o.max_answer_length, "null_threshold": o.null_threshold}
