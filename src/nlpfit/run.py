@@ -77,11 +77,11 @@ def train(cfg: RunConfig) -> dict:
     from accelerate import PartialState
 
     from nlpfit.engines import get_engine
-    from nlpfit.engines.loop import evaluate as run_eval, seed_everything
+    from nlpfit.engines.loop import cpu_distributed, evaluate as run_eval, seed_everything
     from nlpfit.report.card import model_card
     from nlpfit.tasks import make_task
 
-    state = PartialState()
+    state = PartialState(cpu=cpu_distributed())
     task = make_task(cfg)
     resolve(cfg, task)
     out = OutputDir(cfg.out, cfg.overwrite, cfg.resume, state.is_main_process)
@@ -91,7 +91,7 @@ def train(cfg: RunConfig) -> dict:
 
     seed_everything(cfg.seed)
     raw = task.load_data()
-    if cfg.max_train_samples and "train" in raw:
+    if cfg.max_train_samples and "train" in raw and hasattr(raw["train"], "select"):  # a stream takes its own
         raw["train"] = raw["train"].select(range(min(cfg.max_train_samples, len(raw["train"]))))
     if cfg.max_eval_samples:
         for split in ("validation", "test"):
@@ -118,6 +118,8 @@ def train(cfg: RunConfig) -> dict:
             "runtime_s": round(time.time() - started, 1), "num_processes": state.num_processes,
             "device": str(state.device)})
         (out.staging / "README.md").write_text(model_card(task, cfg, metrics, cfg.model), encoding="utf-8")
+        if hasattr(task, "extra_artifacts"):  # task outputs beside the model (e.g. predictions of the last evaluation)
+            task.extra_artifacts(out.staging)
         out.commit()
         info(f"saved {cfg.out}")
     state.wait_for_everyone()

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from nlpfit.engines import TrainResult
-from nlpfit.engines.loop import LengthGroupedBatches, evaluate, lengths_of, make_collate, param_groups
+from nlpfit.engines.loop import (LengthGroupedBatches, cpu_distributed, evaluate, lengths_of, make_collate,
+                                 param_groups)
 from nlpfit.log import info
 
 
@@ -49,18 +50,29 @@ def train(task, cfg, model, tokenizer, features, raw, checkpoint_dir: Path) -> T
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision)
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
+                              cpu=cpu_distributed())
     eval_split = "validation" if "validation" in features else None
 
     # ---- data: length-grouped batches, reshuffled every epoch --------------------------------
     train_set = features["train"]
-    sampler = LengthGroupedBatches(lengths_of(train_set), cfg.batch_size, cfg.seed, cfg.group_by_length)
     collate = make_collate(task.collator(tokenizer, model), model)
-    train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate)
+    if isinstance(train_set, torch.utils.data.IterableDataset):
+        # a stream (e.g. datasets.IterableDataset): batches in stream order, no length: one pass, --max-steps
+        if cfg.max_steps <= 0:
+            from nlpfit import NlpfitError
+
+            raise NlpfitError("the training set is a stream (no length): set --max-steps")
+        sampler = None
+        train_loader = DataLoader(train_set, batch_size=cfg.batch_size, collate_fn=collate)
+    else:
+        sampler = LengthGroupedBatches(lengths_of(train_set), cfg.batch_size, cfg.seed, cfg.group_by_length)
+        train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate)
 
     # ---- optimizer and schedule ---------------------------------------------------------------
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
-    updates_per_epoch = math.ceil(math.ceil(len(sampler) / accelerator.num_processes) / cfg.grad_accum)
+    updates_per_epoch = (cfg.max_steps if sampler is None else
+                         math.ceil(math.ceil(len(sampler) / accelerator.num_processes) / cfg.grad_accum))
     total_updates = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * updates_per_epoch)
     num_epochs = math.ceil(total_updates / updates_per_epoch)
     warmup = round(cfg.warmup_ratio * total_updates)
@@ -99,10 +111,12 @@ def train(task, cfg, model, tokenizer, features, raw, checkpoint_dir: Path) -> T
     last_eval: dict = {}
     model.train()
     for epoch in range(state["epoch"], num_epochs):
-        sampler.set_epoch(epoch)
+        # the prepared loader counts epochs itself and passes them on to the sampler: tell it where we are
+        train_loader.set_epoch(epoch) if hasattr(train_loader, "set_epoch") else sampler.set_epoch(epoch)
         loader = train_loader
         if state["step_in_epoch"]:
             loader = accelerator.skip_first_batches(train_loader, state["step_in_epoch"] * cfg.grad_accum)
+            loader.set_epoch(epoch) if hasattr(loader, "set_epoch") else None
         loss_sum = torch.zeros((), device=accelerator.device)
         n_loss = 0
         for batch in loader:

@@ -13,6 +13,13 @@ import numpy as np
 import torch
 
 
+def cpu_distributed() -> bool:
+    """Launched as several processes (torchrun / accelerate launch) on a machine without CUDA: gloo on CPU."""
+    import os
+
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def inference_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -63,8 +70,9 @@ def model_inputs(model) -> set[str]:
 
 
 def make_collate(collator: Callable, model) -> Callable:
-    """Drop the columns the model does not take (ids, offsets, lengths) before collating."""
-    keep = model_inputs(model)
+    """Drop the columns the model does not take (ids, offsets, lengths) before collating; a collator
+    may name extra columns it needs in `input_columns` (e.g. word ids for whole-word masking)."""
+    keep = model_inputs(model) | set(getattr(collator, "input_columns", ()))
 
     def collate(features):
         return collator([{k: v for k, v in f.items() if k in keep} for f in features])
@@ -106,7 +114,7 @@ def predict_outputs(task, model, features, batch_size: int, accelerator=None, de
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    accelerator = accelerator or Accelerator()
+    accelerator = accelerator or Accelerator(cpu=cpu_distributed())
     lengths = lengths_of(features)
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     collate = make_collate(task.eval_collator(task.tokenizer, model), model)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from nlpfit.engines import TrainResult
-from nlpfit.engines.loop import evaluate, lengths_of
+from nlpfit.engines.loop import cpu_distributed, evaluate, lengths_of
 from nlpfit.engines.accelerate import summary
 from nlpfit.log import info
 from nlpfit.tasks.base import Task
@@ -20,10 +20,24 @@ def trainer_class(base):
         def __init__(self, *args, task, features, raw, eval_batch_size, **kwargs):
             super().__init__(*args, **kwargs)
             self.task, self.features, self.raw, self.eval_bs = task, features, raw, eval_batch_size
-            self.history: list[dict] = []
             self.last_eval: dict = {}
             if type(task).compute_loss is not Task.compute_loss:
                 self.model_accepts_loss_kwargs = False  # the task's loss is a mean: let Trainer scale it
+
+        @property
+        def history(self) -> list[dict]:
+            """Per-evaluation entries (epoch, step, train loss, eval metrics) from the log history."""
+            out, train_loss = [], None
+            for h in self.state.log_history:
+                if "loss" in h:
+                    train_loss = h["loss"]
+                if any(k.startswith("eval_") for k in h):
+                    entry = {"epoch": round(h.get("epoch") or 0, 4), "step": h.get("step", 0),
+                             "eval": {k[5:]: v for k, v in h.items() if k.startswith("eval_")}}
+                    if train_loss is not None and entry["step"]:
+                        entry["train_loss"] = train_loss
+                    out.append(entry)
+            return out
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs or type(self.task).compute_loss is Task.compute_loss:
@@ -37,12 +51,7 @@ def trainer_class(base):
             self.last_eval = metrics
             flat = {f"{metric_key_prefix}_{k}": v for k, v in summary(metrics).items()}
             info(f"[epoch {self.state.epoch or 0:.2f}] " + "  ".join(f"{k} {v:.4f}" for k, v in summary(metrics).items()))
-            train_loss = next((h["loss"] for h in reversed(self.state.log_history) if "loss" in h), None)
-            entry = {"epoch": round(self.state.epoch or 0, 4), "step": self.state.global_step, "eval": summary(metrics)}
-            if train_loss is not None and self.state.global_step:
-                entry["train_loss"] = train_loss
-            self.history.append(entry)
-            self.log(flat)
+            self.log(flat)  # into state.log_history, which checkpoints keep: `history` survives --resume
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, flat)
             return flat
 
@@ -83,6 +92,7 @@ def train(task, cfg, model, tokenizer, features, raw, checkpoint_dir: Path) -> T
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         remove_unused_columns=True,
         disable_tqdm=False,
+        use_cpu=cpu_distributed(),
         **getattr(task, "training_arguments", lambda: {})(),
     )
     base = getattr(task, "trainer_base", Trainer)
@@ -99,12 +109,15 @@ def train(task, cfg, model, tokenizer, features, raw, checkpoint_dir: Path) -> T
     out = trainer.train(resume_from_checkpoint=resume)
     runtime = time.perf_counter() - start
     epochs = trainer.state.epoch or 0
-    tokens = sum(lengths_of(features["train"])) * epochs
     n_proc = trainer.accelerator.num_processes
+    if hasattr(features["train"], "__len__"):
+        n_samples, tokens = len(features["train"]) * epochs, sum(lengths_of(features["train"])) * epochs
+    else:  # a stream (IterableDataset): what the steps consumed; its token count is not known
+        n_samples, tokens = trainer.state.global_step * cfg.batch_size * cfg.grad_accum * n_proc, None
     train_metrics = {"loss": out.training_loss, "steps": trainer.state.global_step, "epochs": round(epochs, 4),
                      "runtime_s": round(runtime, 2),
-                     "samples_per_second": round(len(features["train"]) * epochs / runtime, 2) if runtime else None,
-                     "tokens_per_second": round(tokens / runtime, 1) if runtime else None,
+                     "samples_per_second": round(n_samples / runtime, 2) if runtime else None,
+                     "tokens_per_second": round(tokens / runtime, 1) if runtime and tokens is not None else None,
                      "num_processes": n_proc}
     history = trainer.history
     # the last scheduled evaluation is the final one; evaluate now if none ran after the last step
