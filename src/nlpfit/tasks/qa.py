@@ -216,6 +216,10 @@ class QuestionAnswering(Task):
 
         cfg, o = self.cfg, self.opts
         where = f"--data {', '.join(cfg.data)}"
+        if not 0 <= o.stride < o.max_length:
+            raise NlpfitError(f"--stride {o.stride}: must be at least 0 and less than --max-length {o.max_length}")
+        if o.n_best < 1 or o.max_answer_length < 1:
+            raise NlpfitError("--n-best and --max-answer-length must be at least 1")
         if cfg.data == [PYDOC]:
             raw = pydoc_topics_squad(cfg.validation_split, cfg.test_split)
         else:
