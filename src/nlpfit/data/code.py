@@ -1,0 +1,340 @@
+"""Source-code corpora, read lazily: folders of source files, JSON Lines / Parquet / CSV tables with a
+text column, and hub datasets (codeparrot-ds style: repo_name, path, content).
+
+Every reader is a generator of documents ``{"content": text, "path": where}``, so a corpus is never
+held in memory: `--streaming` training iterates it as often as needed, and the non-streaming path
+writes it to an Arrow file as it reads.  The data-science keyword filter and the deterministic
+train / validation / test routing (by a hash of the document's path, so it needs no second pass and
+is the same whether or not the corpus is streamed) are applied while reading.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import sysconfig
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from nlpfit import NlpfitError
+
+#: the course's filter for the codeparrot-ds corpus
+DS_KEYWORDS = ("pandas", "sklearn", "matplotlib", "seaborn")
+TABLE_SUFFIXES = {".jsonl", ".json", ".ndjson", ".parquet", ".csv", ".tsv"}
+#: a file whose first bytes hold a NUL is binary (what git and grep assume)
+SNIFF_BYTES = 8192
+
+
+def parse_keywords(spec: str | None) -> list[str]:
+    """`pandas,sklearn` -> ["pandas", "sklearn"] (blank items dropped)."""
+    return [k.strip() for k in (spec or "").split(",") if k.strip()]
+
+
+def default_sources() -> list[str]:
+    """Real Python source on every machine: the standard library and the installed packages."""
+    paths = sysconfig.get_paths()
+    out = []
+    for key in ("stdlib", "purelib", "platlib"):
+        p = paths.get(key)
+        if p and Path(p).is_dir() and p not in out:
+            out.append(p)
+    return out
+
+
+@dataclass
+class ScanReport:
+    """What reading a corpus found: documents seen, kept by the keyword filter, and skipped files."""
+
+    total: int = 0
+    kept: int = 0
+    binary: int = 0
+    undecodable: int = 0
+    empty: int = 0
+    chars: int = 0
+    splits: dict = field(default_factory=dict)
+    examples_skipped: list = field(default_factory=list)
+
+    def skip(self, kind: str, path: str) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        if len(self.examples_skipped) < 3:
+            self.examples_skipped.append(f"{path} ({kind})")
+
+    def summary(self, keywords: list[str]) -> str:
+        parts = [f"{self.total} documents"]
+        if keywords:
+            share = self.kept / self.total if self.total else 0.0
+            parts.append(f"{self.kept} kept by --filter-keywords {','.join(keywords)} ({share:.1%})")
+        skipped = [f"{n} {what}" for what, n in (("binary", self.binary), ("undecodable (not UTF-8)", self.undecodable),
+                                                 ("empty", self.empty)) if n]
+        if skipped:
+            parts.append("skipped " + ", ".join(skipped) + " files")
+        return "; ".join(parts)
+
+
+# ---- which split a document belongs to -------------------------------------------------------------
+def route(key: str, seed: int, validation: float, test: float) -> str:
+    """Deterministic split of a document from a hash of its key (path): no shuffling, no second pass."""
+    if validation <= 0 and test <= 0:
+        return "train"
+    u = zlib.crc32(f"{seed}\0{key}".encode("utf-8", "surrogatepass")) / 2**32
+    if u < validation:
+        return "validation"
+    if u < validation + test:
+        return "test"
+    return "train"
+
+
+# ---- folders of source files ----------------------------------------------------------------------
+def glob_regex(pattern: str) -> re.Pattern:
+    """A `**/*.py`-style pattern as a regex on POSIX relative paths (`**/` matches zero or more folders)."""
+    out, i = "", 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+            continue
+        if pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+            continue
+        end = pattern.find("]", i + 2) if c == "[" else -1
+        if end > 0:  # a character class, [abc] or [!abc]
+            body = pattern[i + 1:end]
+            out += "[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]"
+            i = end + 1
+            continue
+        out += "[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c)
+        i += 1
+    return re.compile(out + r"\Z")
+
+
+def walk_files(folder: Path, pattern: str) -> Iterator[Path]:
+    """Files under `folder` whose relative path matches `pattern`, in sorted order, found lazily."""
+    rx = glob_regex(pattern)
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        rel_root = Path(root).relative_to(folder).as_posix()
+        for name in sorted(files):
+            rel = name if rel_root == "." else f"{rel_root}/{name}"
+            if rx.match(rel):
+                yield Path(root) / name
+
+
+def read_source(path: Path, report: ScanReport) -> str | None:
+    """The text of a source file, or None (counted in `report`) when it is binary, not UTF-8 or empty."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        report.skip("undecodable", str(path))
+        return None
+    if b"\0" in data[:SNIFF_BYTES]:
+        report.skip("binary", str(path))
+        return None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        report.skip("undecodable", str(path))
+        return None
+    if not text.strip():
+        report.skip("empty", str(path))
+        return None
+    return text
+
+
+# ---- tables --------------------------------------------------------------------------------------
+def iter_table(path: Path, column: str) -> Iterator[tuple[str, object]]:
+    """(key, value of `column`) for each row of a JSON Lines / Parquet / CSV file, read row by row."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as exc:
+            raise NlpfitError(f"{path}: cannot read Parquet ({str(exc).splitlines()[0]})") from None
+        if column not in pf.schema_arrow.names:
+            raise NlpfitError(f"{path}: no column {column!r} (set --text-column; columns are "
+                              f"{', '.join(pf.schema_arrow.names)})")
+        row = 0
+        for batch in pf.iter_batches(columns=[column], batch_size=256):
+            for value in batch.column(0).to_pylist():
+                row += 1
+                yield f"{path}:{row}", value
+        return
+    if suffix in (".csv", ".tsv"):
+        import csv
+
+        with open(path, encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
+            if reader.fieldnames and column not in reader.fieldnames:
+                raise NlpfitError(f"{path}: no column {column!r} (set --text-column; columns are "
+                                  f"{', '.join(reader.fieldnames)})")
+            try:
+                for row in reader:
+                    yield f"{path}:{reader.line_num}", row[column]
+            except UnicodeDecodeError:
+                raise NlpfitError(f"{path}:{reader.line_num + 1}: not UTF-8") from None
+        return
+    # JSON Lines (a .json file holding one array is read whole)
+    with open(path, "rb") as fh:
+        head = fh.read(1)
+        while head in (b" ", b"\n", b"\r", b"\t"):
+            head = fh.read(1)
+    if suffix == ".json" and head == b"[":
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise NlpfitError(f"{path}: invalid JSON ({exc})") from None
+        for i, row in enumerate(rows, 1):
+            yield f"{path}:{i}", _column(row, column, path, i)
+        return
+    with open(path, "rb") as fh:
+        for i, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except UnicodeDecodeError:
+                raise NlpfitError(f"{path}:{i}: not UTF-8") from None
+            except json.JSONDecodeError as exc:
+                raise NlpfitError(f"{path}:{i}: invalid JSON ({exc.msg})") from None
+            yield f"{path}:{i}", _column(row, column, path, i)
+
+
+def _column(row, column: str, path: Path, line: int):
+    if not isinstance(row, dict):
+        raise NlpfitError(f"{path}:{line}: expected a JSON object")
+    if column not in row:
+        raise NlpfitError(f"{path}:{line}: no field {column!r} (set --text-column; fields are {', '.join(row)})")
+    return row[column]
+
+
+# ---- hub datasets ---------------------------------------------------------------------------------
+def hub_splits(spec: str, config: str | None) -> dict:
+    """The splits of a hub dataset, streamed (nothing downloaded up front)."""
+    import datasets
+
+    from nlpfit.data import SPLIT_NAMES
+
+    try:
+        dsd = datasets.load_dataset(spec, config, streaming=True)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = " (no network? HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise NlpfitError(f"--data {spec}: cannot load this hub dataset{hint}: {msg}") from None
+    return {SPLIT_NAMES.get(name.lower(), name): ds for name, ds in dsd.items()}
+
+
+# ---- a corpus ------------------------------------------------------------------------------------
+@dataclass
+class CodeCorpus:
+    """`--data` as a re-iterable stream of documents, filtered and routed to splits while reading.
+
+    Iterating `documents(split)` reads the sources again each time (nothing is cached), so it can be
+    used as the generator of a `datasets.IterableDataset` or of an Arrow-backed `datasets.Dataset`.
+    """
+
+    specs: tuple
+    glob: str = "**/*.py"
+    text_column: str = "content"
+    config: str | None = None
+    keywords: tuple = ()
+    validation: float = 0.1
+    test: float = 0.0
+    seed: int = 42
+    report: ScanReport = field(default_factory=ScanReport)
+
+    def __post_init__(self):
+        self.specs = tuple(str(s) for s in self.specs)
+        self.keywords = tuple(self.keywords)
+        if not self.specs:
+            raise NlpfitError("--data is required")
+        self._hub: dict = {}
+        for spec in self.specs:  # check what can be checked before any reading starts
+            path = Path(os.path.expanduser(spec))
+            if path.is_dir():
+                continue
+            if path.is_file():
+                if path.suffix.lower() not in TABLE_SUFFIXES:
+                    raise NlpfitError(f"--data {spec}: expected a folder of source files or a JSON Lines / "
+                                      "Parquet / CSV file")
+                continue
+            from nlpfit.data import is_local
+
+            if is_local(spec):
+                raise NlpfitError(f"--data {spec}: no such file or folder")
+            self._hub[spec] = hub_splits(spec, self.config)
+
+    def split_names(self) -> list[str]:
+        names = {"train"}
+        if self.validation > 0:
+            names.add("validation")
+        if self.test > 0:
+            names.add("test")
+        for splits in self._hub.values():
+            names |= set(splits)
+        return [n for n in ("train", "validation", "test") if n in names] + sorted(names - {"train", "validation", "test"})
+
+    def _raw(self) -> Iterator[tuple[str, str | None, str]]:
+        """(key, text or None, split of the source or "") for every document of every spec."""
+        for spec in self.specs:
+            path = Path(os.path.expanduser(spec))
+            if path.is_dir():
+                for f in walk_files(path, self.glob):
+                    yield str(f), read_source(f, self.report), ""
+            elif path.is_file():
+                for key, value in iter_table(path, self.text_column):
+                    yield key, self._as_text(value, key), ""
+            else:
+                splits = self._hub[spec]
+                held_out = "validation" in splits  # else validation/test are carved out of train by hash
+                for split, ds in splits.items():
+                    if ds.column_names is not None and self.text_column not in ds.column_names:
+                        raise NlpfitError(f"--data {spec}: no column {self.text_column!r} (set --text-column; "
+                                          f"columns are {', '.join(ds.column_names)})")
+                    for i, row in enumerate(ds):
+                        key = f"{spec}:{split}:{row.get('path', i)}"
+                        yield key, self._as_text(row.get(self.text_column), key), (
+                            "" if split == "train" and not held_out else split)
+
+    def _as_text(self, value, key: str) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            self.report.skip("empty", key)
+            return None
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                self.report.skip("undecodable", key)
+                return None
+        return value if isinstance(value, str) else str(value)
+
+    def documents(self, split: str | None = None, limit: int = 0) -> Iterator[dict]:
+        """Documents of one split (or all, with their split), filtered by the keywords."""
+        self.report = ScanReport()
+        n = 0
+        for key, text, source_split in self._raw():
+            if text is None:
+                continue
+            self.report.total += 1
+            if self.keywords and not any(k in text for k in self.keywords):
+                continue
+            self.report.kept += 1
+            doc_split = source_split or route(key, self.seed, self.validation, self.test)
+            self.report.splits[doc_split] = self.report.splits.get(doc_split, 0) + 1
+            if split is None:
+                yield {"content": text, "path": key, "split": doc_split}
+            elif doc_split == split:
+                yield {"content": text, "path": key}
+            else:
+                continue
+            n += 1
+            if limit and n >= limit:
+                return
+
+    def texts(self, split: str | None = None, limit: int = 0) -> Iterator[str]:
+        for doc in self.documents(split, limit):
+            yield doc["content"]

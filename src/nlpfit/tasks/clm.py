@@ -1,0 +1,532 @@
+"""Causal language modelling from scratch: a GPT-2 code-completion model (the course's CodeParrot).
+
+1. Data: source files (a folder read lazily with --glob, JSON Lines / Parquet / CSV with
+   --text-column, or a hub dataset such as codeparrot-ds), kept when they mention one of
+   --filter-keywords (the course: pandas,sklearn,matplotlib,seaborn); --streaming iterates a corpus
+   larger than memory (a datasets.IterableDataset, shuffled in a buffer; needs --max-steps).
+2. Tokenizer: --tokenizer (e.g. from `nlpfit tokenizer train`), or --model's, or a byte-level BPE
+   trained on the training files first (--vocab-size).
+3. Model: --config gpt2 (GPT-2 small, built in; --n-layer/--n-embd/--n-head shrink it) or any
+   AutoConfig causal LM, initialised at random with the tokenizer's vocabulary size and bos/eos
+   ids; --model M fine-tunes an existing causal LM instead.
+4. Features: each file cut into --context-length blocks (return_overflowing_tokens), keeping only
+   full blocks (the dropped tokens are reported), or --pack: files joined with eos separators and
+   cut into blocks, losing nothing.  DataCollatorForLanguageModeling(mlm=False) builds the labels.
+5. Training: either engine; --keyword-weighted-loss weights each sample by 1 + alpha x its number of
+   keyword tokens (the course's keytoken-weighted loss).  Evaluation: loss and perplexity.
+6. Use: `nlpfit predict OUT "def plot(df):"`, or transformers.pipeline("text-generation", model=OUT).
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from nlpfit import NlpfitError
+from nlpfit.config import opt
+from nlpfit.log import info, warn
+from nlpfit.tasks.base import Task
+
+SCRATCH = "scratch:"  # --model value of a model initialised from --config
+
+
+@dataclass
+class Options:
+    tokenizer: str | None = opt(None, "Tokenizer folder or hub id (default: --model's, or a byte-level BPE trained "
+                                      "on the training files first).")
+    config: str = opt("gpt2", "Architecture of a model trained from scratch: gpt2 (GPT-2 small, built in), a hub id "
+                              "or a folder with config.json (ignored with --model).")
+    n_layer: int = opt(0, "Layers of the model from --config (0: the config's; GPT-2 small: 12).")
+    n_embd: int = opt(0, "Hidden size of the model from --config (0: the config's; GPT-2 small: 768).")
+    n_head: int = opt(0, "Attention heads of the model from --config (0: the config's; GPT-2 small: 12).")
+    context_length: int = opt(128, "Tokens per training block.")
+    pack: bool = opt(False, "Join files with eos separators before cutting blocks (nothing dropped); "
+                            "default: cut each file, drop its last partial block.")
+    glob: str = opt("**/*.py", "Files to read in a --data folder.")
+    text_column: str = opt("content", "Text column of JSON Lines / Parquet / CSV / hub data.")
+    filter_keywords: str | None = opt(None, "Keep files mentioning any of these comma-separated words (default data: "
+                                            "pandas,sklearn,matplotlib,seaborn; '' keeps all).")
+    streaming: bool = opt(False, "Stream the training corpus instead of materialising it (needs --max-steps).")
+    shuffle_buffer: int = opt(1000, "Blocks in the streaming shuffle buffer.")
+    max_stream_eval_files: int = opt(500, "With --streaming: validation files kept in memory (the first N routed "
+                                          "to validation).")
+    keyword_weighted_loss: str | None = opt(None, "Weight each sample's loss by 1 + alpha x its count of these "
+                                                  "comma-separated keyword tokens (e.g. plt,pd,sk,fit,predict).")
+    keyword_alpha: float = opt(1.0, "alpha of --keyword-weighted-loss (0: the plain loss).")
+    vocab_size: int = opt(52000, "Vocabulary of the tokenizer trained when --tokenizer and --model are not given.")
+
+
+@dataclass
+class PredictOptions:
+    max_new_tokens: int = opt(64, "Tokens to generate.")
+    temperature: float = opt(0.0, "Sampling temperature (0: greedy decoding).")
+    top_p: float = opt(1.0, "Nucleus sampling: keep the smallest token set of this probability (with --temperature).")
+    num_return_sequences: int = opt(1, "Completions per prompt (needs --temperature > 0).")
+    seed: int = opt(0, "Random seed of sampling (same seed, same completions).")
+
+
+# ---- the loss ---------------------------------------------------------------------------------------
+def token_losses(logits, labels):
+    """Per-token cross-entropy of next-token prediction: (batch, length-1), 0 where the label is -100,
+    and the mask of counted tokens."""
+    import torch
+
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    loss = torch.nn.functional.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100,
+                                             reduction="none")
+    return loss, shift_labels != -100
+
+
+def keytoken_weighted_loss(logits, labels, input_ids, keytoken_ids, alpha: float, attention_mask=None):
+    """The course's keytoken-weighted loss, normalised: sample i weighs w_i = 1 + alpha * k_i, where
+    k_i counts keyword tokens in its inputs, and
+
+        loss = sum_i w_i * S_i / sum_i w_i * n_i
+
+    (S_i: summed token loss of sample i, n_i: its number of predicted tokens).  With alpha = 0 this is
+    exactly the plain mean token loss; for full blocks (equal n_i) it is the weighted mean of the
+    per-sample mean losses, sum_i w_i l_i / sum_i w_i."""
+    import torch
+
+    loss, counted = token_losses(logits, labels)
+    per_sample_sum = loss.sum(dim=1)
+    n_tokens = counted.sum(dim=1).float()
+    ids = torch.as_tensor(list(keytoken_ids), device=input_ids.device)
+    hits = torch.isin(input_ids, ids)
+    if attention_mask is not None:
+        hits &= attention_mask.bool()
+    weights = 1.0 + alpha * hits.sum(dim=1).float()
+    return (weights * per_sample_sum).sum() / (weights * n_tokens).sum().clamp(min=1.0)
+
+
+def keyword_token_ids(tokenizer, keywords: list[str]) -> list[int]:
+    """Ids of the keywords that are single tokens (with and without a leading space), as the course does."""
+    ids, missing = [], []
+    for kw in keywords:
+        for variant in (kw, " " + kw):
+            enc = tokenizer(variant, add_special_tokens=False)["input_ids"]
+            if len(enc) == 1:
+                ids.append(enc[0])
+            else:
+                missing.append(repr(variant))
+    if missing:
+        warn(f"--keyword-weighted-loss: not single tokens, not counted: {', '.join(missing)}")
+    if not ids:
+        raise NlpfitError(f"--keyword-weighted-loss {','.join(keywords)}: none of these is a single token of the "
+                          "tokenizer")
+    return sorted(set(ids))
+
+
+# ---- features -----------------------------------------------------------------------------------------
+def chunk_batch(batch, tokenizer, context_length: int, column: str = "content"):
+    """Each text cut into context_length blocks (the last one usually shorter), with their lengths."""
+    out = tokenizer(batch[column], truncation=True, max_length=context_length, return_overflowing_tokens=True,
+                    return_length=True)
+    return {"input_ids": out["input_ids"], "length": out["length"]}
+
+
+def pack_texts(texts, tokenizer, context_length: int, batch_size: int = 64):
+    """Texts joined with eos separators and cut into context_length blocks; the last block keeps the rest."""
+    eos = tokenizer.eos_token_id
+    buf: list[int] = []
+    batch: list[str] = []
+
+    def flush(batch):
+        for ids in tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]:
+            buf.extend(ids)
+            buf.append(eos)
+        n_full = len(buf) // context_length
+        for k in range(n_full):
+            yield {"input_ids": buf[k * context_length:(k + 1) * context_length]}
+        del buf[:n_full * context_length]
+
+    for text in texts:
+        batch.append(text)
+        if len(batch) == batch_size:
+            yield from flush(batch)
+            batch = []
+    if batch:
+        yield from flush(batch)
+    if buf:
+        yield {"input_ids": list(buf)}
+
+
+def _pack_gen(source, tokenizer, context_length: int):
+    yield from pack_texts((row["content"] for row in source), tokenizer, context_length)
+
+
+def _docs_gen(corpus, split, limit=0):
+    for doc in corpus.documents(split, limit):
+        yield doc
+
+
+# ---- the collator ---------------------------------------------------------------------------------------
+def causal_lm_collator(tokenizer):
+    """DataCollatorForLanguageModeling(mlm=False), with padding found from the attention mask rather
+    than the pad id: GPT-2 pads with eos, and with --pack the eos separators must keep their labels."""
+    from transformers import DataCollatorForLanguageModeling
+
+    class CausalLMCollator(DataCollatorForLanguageModeling):
+        def torch_call(self, examples):
+            batch = super().torch_call(examples)
+            if "attention_mask" in batch:
+                labels = batch["input_ids"].clone()
+                labels[batch["attention_mask"] == 0] = -100
+                batch["labels"] = labels
+            return batch
+
+    return CausalLMCollator(tokenizer, mlm=False)
+
+
+def _temp_cache() -> str:
+    path = tempfile.mkdtemp(prefix="nlpfit-clm-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+class CausalLM(Task):
+    name = "causal-lm"
+    pipeline = "text-generation"
+    Options = Options
+    PredictOptions = PredictOptions
+    # the course's recipe (lr 5e-4, weight decay 0.1, cosine) with CPU-sized batches
+    defaults = {"lr": 5e-4, "weight_decay": 0.1, "scheduler": "cosine", "warmup_ratio": 0.05, "epochs": 1.0,
+                "batch_size": 16, "eval_batch_size": 16, "group_by_length": False}
+    main_metric = "perplexity"
+    greater_is_better = False
+    default_split = (0.05, 0.0)
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.facts: dict = {}
+        self._keytoken_ids: list[int] | None = None
+
+    # ---- 1. data ----------------------------------------------------------------------------
+    def default_data(self) -> list[str]:
+        from nlpfit.data.code import DS_KEYWORDS, default_sources
+
+        if self.opts.filter_keywords is None:  # recorded in run.json, so that `evaluate` reads the same files
+            self.opts.filter_keywords = ",".join(DS_KEYWORDS)
+            self.cfg.task_options["filter_keywords"] = self.opts.filter_keywords
+        return default_sources()
+
+    def default_model(self) -> str:
+        return SCRATCH + self.opts.config
+
+    @property
+    def from_scratch(self) -> bool:
+        return not self.cfg.model or self.cfg.model.startswith(SCRATCH)
+
+    def corpus(self):
+        from nlpfit.data.code import CodeCorpus, parse_keywords
+
+        cfg, o = self.cfg, self.opts
+        return CodeCorpus(tuple(cfg.data), glob=o.glob, text_column=o.text_column, config=cfg.data_config,
+                          keywords=tuple(parse_keywords(o.filter_keywords)), validation=cfg.validation_split,
+                          test=cfg.test_split, seed=cfg.split_seed)
+
+    def load_data(self, model_dir: str | None = None):
+        import datasets
+
+        cfg, o = self.cfg, self.opts
+        corpus = self.corpus()
+        keywords = list(corpus.keywords)
+        where = f"--data {', '.join(cfg.data)}"
+        streaming = o.streaming and model_dir is None
+        if streaming:
+            if cfg.max_steps <= 0:
+                raise NlpfitError("--streaming: a stream has no length; set --max-steps")
+            raw = {}
+            for split in corpus.split_names():
+                if split == "train":
+                    continue
+                ds = datasets.Dataset.from_generator(
+                    _docs_gen, gen_kwargs={"corpus": corpus, "split": split, "limit": o.max_stream_eval_files},
+                    cache_dir=_temp_cache(), fingerprint=uuid.uuid4().hex)
+                if len(ds):
+                    raw[split] = ds
+            # (the validation pass stopped after max_stream_eval_files; the training stream reads everything)
+            train = datasets.IterableDataset.from_generator(_docs_gen, gen_kwargs={"corpus": corpus, "split": "train"})
+            if cfg.max_train_samples:
+                train = train.take(cfg.max_train_samples)
+            raw = {"train": train, **raw}
+            info("data: streaming the training files; " + ", ".join(f"{s} {len(d)} files" for s, d in raw.items()
+                                                                     if s != "train"))
+            self.facts["streaming"] = True
+            return raw
+
+        def all_docs():
+            yield from corpus.documents(None)
+
+        try:
+            everything = datasets.Dataset.from_generator(all_docs, cache_dir=_temp_cache(),
+                                                         fingerprint=uuid.uuid4().hex)
+        except datasets.exceptions.DatasetGenerationError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, NlpfitError):
+                raise cause from None
+            raise
+        except NlpfitError:
+            raise
+        except Exception as exc:  # an empty generator: datasets cannot infer features
+            if "features" not in str(exc).lower() and "empty" not in str(exc).lower():
+                raise
+            everything = None
+        report = corpus.report
+        summary = report.summary(keywords)
+        if everything is None or len(everything) == 0:
+            raise NlpfitError(f"{where}: no documents ({summary}; --glob {o.glob})")
+        info(f"data: {summary}")
+        if report.examples_skipped:
+            info("  skipped, e.g. " + "; ".join(report.examples_skipped))
+        self.facts["scan"] = {"total": report.total, "kept": report.kept, "binary": report.binary,
+                              "undecodable": report.undecodable, "empty": report.empty}
+        raw = datasets.DatasetDict()
+        for split in corpus.split_names():
+            part = everything.filter(lambda s, split=split: s == split, input_columns="split",
+                                     desc=f"routing {split}").remove_columns("split")
+            if len(part):
+                raw[split] = part
+        if "train" not in raw and model_dir is None:
+            raise NlpfitError(f"{where}: no training documents (all {len(everything)} went to validation/test)")
+        info("data: " + ", ".join(f"{s} {len(d)} files" for s, d in raw.items()))
+        return raw
+
+    # ---- 2. model and tokenizer --------------------------------------------------------------
+    def build(self, raw):
+        from transformers import AutoModelForCausalLM
+
+        from nlpfit.models import load_model, load_tokenizer, resolve_model
+
+        o = self.opts
+        if o.tokenizer:
+            tokenizer = self._load_tokenizer(o.tokenizer)
+        elif not self.from_scratch:
+            tokenizer = load_tokenizer(resolve_model(self.cfg.model))
+        else:
+            tokenizer = self._train_tokenizer(raw["train"])
+        self._prepare_tokenizer(tokenizer)
+        if self.from_scratch:
+            model = self._model_from_config(tokenizer)
+        else:
+            model = load_model(AutoModelForCausalLM, resolve_model(self.cfg.model), "causal language")
+            limit = self._max_positions(model.config)
+            if limit and o.context_length > limit:
+                raise NlpfitError(f"--context-length {o.context_length}: --model {self.cfg.model} has only {limit} "
+                                  "positions")
+            if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+                model.resize_token_embeddings(len(tokenizer))
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        n_params = sum(p.numel() for p in model.parameters())
+        info(f"model: {model.config.model_type}, {n_params / 1e6:.1f}M parameters"
+             + (" (random initialisation)" if self.from_scratch else f" (from {self.cfg.model})"))
+        self.facts.update({"parameters": n_params, "vocab_size": len(tokenizer), "architecture": model.config.model_type})
+        return model, tokenizer
+
+    def _load_tokenizer(self, spec: str):
+        from nlpfit.models import load_tokenizer
+
+        try:
+            return load_tokenizer(spec)
+        except NlpfitError as exc:
+            raise NlpfitError(str(exc).replace("--model", "--tokenizer", 1)) from None
+
+    def _train_tokenizer(self, train):
+        from nlpfit.tokenizer_train import train_bpe
+
+        info(f"--tokenizer not given: training a byte-level BPE tokenizer ({self.opts.vocab_size} tokens) on the "
+             "training files first (`nlpfit tokenizer train` does this once for several runs)")
+        texts = (row["content"] for row in train)
+        tokenizer = train_bpe(texts, self.opts.vocab_size)
+        self.facts["tokenizer"] = f"byte-level BPE trained on the training files ({len(tokenizer)} tokens)"
+        return tokenizer
+
+    def _prepare_tokenizer(self, tokenizer) -> None:
+        if tokenizer.eos_token is None:
+            if self.opts.pack:
+                raise NlpfitError("--pack: the tokenizer has no eos token to separate files")
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise NlpfitError("the tokenizer has neither a pad nor an eos token")
+            tokenizer.pad_token = tokenizer.eos_token  # GPT-2 has no pad token: the course pads with eos
+
+    @staticmethod
+    def _max_positions(config) -> int | None:
+        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+    def _model_from_config(self, tokenizer):
+        from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config
+
+        o = self.opts
+        spec = o.config
+        if spec in ("gpt2", "gpt2-small", "openai-community/gpt2"):
+            config = GPT2Config()  # its defaults are GPT-2 small's hyperparameters
+        else:
+            try:
+                config = AutoConfig.from_pretrained(spec)
+            except Exception as exc:
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise NlpfitError(f"--config {spec}: cannot load this configuration: {msg}") from None
+        config.vocab_size = len(tokenizer)
+        config.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        config.eos_token_id = tokenizer.eos_token_id
+        config.pad_token_id = tokenizer.pad_token_id
+        for flag, attr in (("n_layer", "num_hidden_layers"), ("n_embd", "hidden_size"), ("n_head", "num_attention_heads")):
+            value = getattr(o, flag)
+            if value:
+                setattr(config, attr, value)
+        if config.hidden_size % config.num_attention_heads:
+            raise NlpfitError(f"--n-embd {config.hidden_size} is not a multiple of --n-head {config.num_attention_heads}")
+        for attr in ("intermediate_size",):  # architectures with an explicit MLP width follow the hidden size
+            if (o.n_embd and getattr(config, attr, None)) and config.model_type != "gpt2":
+                setattr(config, attr, 4 * config.hidden_size)
+        limit = self._max_positions(config)
+        if limit and limit < o.context_length:
+            config.max_position_embeddings = o.context_length
+        config.n_ctx = o.context_length  # as the course records it
+        try:
+            return AutoModelForCausalLM.from_config(config)
+        except ValueError as exc:
+            raise NlpfitError(f"--config {spec}: not a causal language model ({str(exc).splitlines()[0]})") from None
+
+    def load_trained(self, out_dir: str):
+        from transformers import AutoModelForCausalLM
+
+        from nlpfit.models import load_model, load_tokenizer
+
+        tokenizer = load_tokenizer(out_dir)
+        self._prepare_tokenizer(tokenizer)
+        return load_model(AutoModelForCausalLM, out_dir, "causal language"), tokenizer
+
+    # ---- 3. features ------------------------------------------------------------------------
+    def preprocess(self, raw, tokenizer):
+        import datasets
+
+        o = self.opts
+        ctx = o.context_length
+        features = {}
+        for split, ds in raw.items():
+            if isinstance(ds, datasets.IterableDataset):
+                features[split] = self._stream_features(ds, tokenizer)
+                continue
+            if o.pack:
+                feats = datasets.Dataset.from_generator(
+                    _pack_gen, gen_kwargs={"source": ds, "tokenizer": tokenizer, "context_length": ctx},
+                    cache_dir=_temp_cache(), fingerprint=uuid.uuid4().hex)
+                n_tok = sum(feats.data.column("input_ids").combine_chunks().value_lengths().to_pylist())
+                info(f"{split}: {len(feats)} blocks from {n_tok} tokens (files packed with eos separators, "
+                     "last block shorter: nothing dropped)")
+                self.facts.setdefault("blocks", {})[split] = {"blocks": len(feats), "tokens": n_tok, "dropped": 0}
+            else:
+                chunks = ds.map(chunk_batch, batched=True, remove_columns=ds.column_names,
+                                fn_kwargs={"tokenizer": tokenizer, "context_length": ctx}, desc=f"tokenizing {split}")
+                import numpy as np
+
+                lengths = np.asarray(chunks["length"])
+                full = lengths == ctx
+                dropped, total = int(lengths[~full].sum()), int(lengths.sum())
+                feats = chunks.filter(lambda n: n == ctx, input_columns="length", batched=False,
+                                      desc=f"keeping full blocks ({split})").remove_columns("length")
+                feats = feats.flatten_indices()  # a contiguous table (loop.lengths_of reads the Arrow column)
+                info(f"{split}: {len(feats)} blocks of {ctx} tokens; dropped {dropped} of {total} tokens "
+                     f"({dropped / max(total, 1):.1%}) in partial blocks at file ends (--pack keeps them)")
+                self.facts.setdefault("blocks", {})[split] = {"blocks": len(feats), "tokens": total, "dropped": dropped}
+            if len(feats) == 0:
+                raise NlpfitError(f"{split}: no block of {ctx} tokens (files too short: lower --context-length or "
+                                  "use --pack)")
+            features[split] = feats
+        return features
+
+    def _stream_features(self, ds, tokenizer):
+        import datasets
+
+        o, ctx = self.opts, self.opts.context_length
+        if o.pack:
+            blocks = datasets.IterableDataset.from_generator(
+                _pack_gen, gen_kwargs={"source": ds, "tokenizer": tokenizer, "context_length": ctx})
+        else:
+            blocks = ds.map(chunk_batch, batched=True, remove_columns=["content", "path"],
+                            fn_kwargs={"tokenizer": tokenizer, "context_length": ctx})
+            blocks = blocks.filter(lambda n: n == ctx, input_columns="length").remove_columns("length")
+        return blocks.shuffle(seed=self.cfg.seed, buffer_size=o.shuffle_buffer) if o.shuffle_buffer > 1 else blocks
+
+    def collator(self, tokenizer, model):
+        return causal_lm_collator(tokenizer)
+
+    # ---- 4. loss and evaluation ---------------------------------------------------------------
+    def keytoken_ids(self) -> list[int]:
+        if self._keytoken_ids is None:
+            from nlpfit.data.code import parse_keywords
+
+            self._keytoken_ids = keyword_token_ids(self.tokenizer, parse_keywords(self.opts.keyword_weighted_loss))
+            info(f"--keyword-weighted-loss: {len(self._keytoken_ids)} keyword tokens, alpha {self.opts.keyword_alpha}")
+        return self._keytoken_ids
+
+    def compute_loss(self, model, batch):
+        if not self.opts.keyword_weighted_loss:
+            return model(**batch).loss
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model(**inputs).logits
+        return keytoken_weighted_loss(logits, batch["labels"], batch["input_ids"], self.keytoken_ids(),
+                                      self.opts.keyword_alpha, batch.get("attention_mask"))
+
+    def eval_step(self, model, batch):
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        loss, counted = token_losses(logits, batch["labels"])
+        return {"loss_sum": loss.sum(dim=1), "n_tokens": counted.sum(dim=1)}
+
+    def compute_metrics(self, outputs, features, raw):
+        import numpy as np
+
+        n = float(np.sum(outputs["n_tokens"]))
+        loss = float(np.sum(outputs["loss_sum"], dtype=np.float64) / max(n, 1.0))
+        return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": int(n)}
+
+    # ---- 5. prediction --------------------------------------------------------------------------
+    def predict(self, out_dir, inputs, popts):
+        import torch
+        from transformers import pipeline, set_seed
+
+        from nlpfit.engines.loop import inference_device
+
+        if popts.num_return_sequences > 1 and popts.temperature <= 0:
+            raise NlpfitError("--num-return-sequences > 1 needs sampling: set --temperature (e.g. 0.8)")
+        if popts.max_new_tokens < 1:
+            raise NlpfitError("--max-new-tokens must be at least 1")
+        pipe = pipeline("text-generation", model=out_dir, device=inference_device())
+        if pipe.tokenizer.pad_token is None:
+            pipe.tokenizer.pad_token = pipe.tokenizer.eos_token
+        limit = self._max_positions(pipe.model.config)
+        for text in inputs:
+            if not isinstance(text, str):
+                raise NlpfitError("predict: each input must be a prompt text")
+            max_new = popts.max_new_tokens
+            n_prompt = len(pipe.tokenizer(text)["input_ids"])
+            if limit and n_prompt + max_new > limit:
+                max_new = max(limit - n_prompt, 0)
+                warn(f"the model has {limit} positions: generating {max_new} tokens after a {n_prompt}-token prompt")
+                if max_new == 0:
+                    raise NlpfitError(f"the prompt has {n_prompt} tokens: no room left in the model's {limit} positions")
+            kwargs = {"max_new_tokens": max_new, "num_return_sequences": popts.num_return_sequences,
+                      "return_full_text": False, "pad_token_id": pipe.tokenizer.pad_token_id}
+            if popts.temperature > 0:
+                kwargs.update(do_sample=True, temperature=popts.temperature, top_p=popts.top_p)
+            else:
+                kwargs.update(do_sample=False)
+            set_seed(popts.seed)
+            with torch.inference_mode():
+                outs = pipe(text, **kwargs)
+            yield {"text": text, "completions": [o["generated_text"] for o in outs]}
+
+    def card_data(self):
+        o = self.opts
+        return {"context_length": o.context_length, "pack": o.pack, "streaming": o.streaming,
+                "config": o.config if self.from_scratch else None, "tokenizer": o.tokenizer or self.facts.get("tokenizer"),
+                "filter_keywords": o.filter_keywords, "keyword_weighted_loss": o.keyword_weighted_loss, **self.facts}
