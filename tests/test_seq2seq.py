@@ -1,0 +1,258 @@
+"""Translation / summarization core: metrics wiring, gettext catalogs, data operations, features."""
+
+import json
+
+import pytest
+
+from nlpfit import NlpfitError
+from nlpfit.config import RunConfig
+
+
+def make_task(cls_name="Translation", data=(), **options):
+    from nlpfit.tasks import seq2seq
+
+    cfg = RunConfig(data=[str(d) for d in data], task=cls_name.lower(), task_options=options, validation_split=0.0)
+    return getattr(seq2seq, cls_name)(cfg)
+
+
+# ---- metrics: values documented by the libraries ---------------------------------------------------
+def test_bleu_chrf_match_sacrebleu_documented_example():
+    from nlpfit.metrics.generation import bleu_chrf
+
+    # sacreBLEU's README: BLEU = 48.53, chrF2 = 59.73 for this system and two reference streams
+    refs = [["The dog bit the man.", "It was not unexpected.", "The man bit him first."],
+            ["The dog had bit the man.", "No one was surprised.", "The man had bitten the dog."]]
+    hyps = ["The dog bit the man.", "It wasn't surprising.", "The man had just bitten him."]
+    per_example = [list(r) for r in zip(*refs)]
+    scores = bleu_chrf(hyps, per_example)
+    assert round(scores["bleu"], 2) == 48.53
+    assert round(scores["chrf"], 2) == 59.73
+    assert scores["bleu_details"]["signature"].startswith("nrefs:2|")
+    single = bleu_chrf(hyps, refs[0])  # one reference per example, as strings
+    assert single["bleu_details"]["signature"].startswith("nrefs:1|") and single["bleu"] < scores["bleu"]
+    assert bleu_chrf(["a b c d"], ["a b c d"])["bleu"] == pytest.approx(100.0)
+
+
+def test_rouge_matches_rouge_score_readme_and_lsum_uses_sentences():
+    from nlpfit.metrics.generation import rouge
+
+    # rouge-score's README (stemmed): rouge1 F 0.7059, rougeL F 0.5882
+    s = rouge(["The quick brown dog jumps on the log."], ["The quick brown fox jumps over the lazy dog"])
+    assert s["rouge1"] == pytest.approx(70.588, abs=1e-3)
+    assert s["rougeL"] == pytest.approx(58.824, abs=1e-3)
+    # the same two sentences in the other order: LCS over the whole text is half, per sentence it is all
+    s = rouge(["Cats sleep all day. Dogs bark at night."], ["Dogs bark at night. Cats sleep all day."])
+    assert s["rouge1"] == pytest.approx(100.0)
+    assert s["rougeL"] == pytest.approx(50.0)
+    assert s["rougeLsum"] == pytest.approx(100.0)
+    # stemming: "running" / "runs" share the stem "run"
+    assert rouge(["He runs"], ["He running"])["rouge1"] == pytest.approx(100.0)
+
+
+def test_lead3_uses_pysbd_sentences():
+    from nlpfit.metrics.generation import lead, sentences
+
+    text = "Mr. Smith went to Washington. He arrived at 3 p.m. on Monday. It rained. Nobody came."
+    assert sentences(text)[0] == "Mr. Smith went to Washington."
+    assert lead(text).split("\n") == ["Mr. Smith went to Washington.", "He arrived at 3 p.m. on Monday.", "It rained."]
+
+
+# ---- gettext catalogs -------------------------------------------------------------------------------
+def write_catalog(path):
+    import polib
+
+    po = polib.POFile()
+    po.metadata = {"Language": "fr", "Content-Type": "text/plain; charset=UTF-8",
+                   "Plural-Forms": "nplurals=3; plural=(n == 0 || n == 1) ? 0 : n != 0 && n % 1000000 == 0 ? 1 : 2;"}
+    po.append(polib.POEntry(msgid="&Open file", msgstr="&Ouvrir le fichier"))
+    po.append(polib.POEntry(msgid="Save _As", msgstr="Enregistrer _sous"))
+    po.append(polib.POEntry(msgid='Line one\nSay "hi"\tnow', msgstr='Ligne un\nDites « salut »\tmaintenant'))
+    po.append(polib.POEntry(msgid="Fuzzy one", msgstr="Flou", flags=["fuzzy"]))
+    po.append(polib.POEntry(msgid="Untranslated", msgstr=""))
+    po.append(polib.POEntry(msgid="Gone", msgstr="Parti", obsolete=True))
+    po.append(polib.POEntry(msgid="%(n)s file", msgid_plural="%(n)s files",
+                            msgstr_plural={0: "%(n)s fichier", 1: "%(n)s de fichiers", 2: "%(n)s fichiers"}))
+    po.append(polib.POEntry(msgid="Tom &amp; Jerry", msgstr="Tom &amp; Jerry"))
+    po.save(str(path))
+    return po
+
+
+def test_po_catalog_pairs(tmp_path):
+    from nlpfit.data.gettext import catalog_rows, read_catalog
+
+    path = tmp_path / "app.po"
+    write_catalog(path)
+    # the escapes were written as \n \" \t in the file, and come back as characters
+    assert r'"Line one\n"' in path.read_text() and r'Say \"hi\"\tnow' in path.read_text()
+    pairs, meta = read_catalog(path)
+    assert meta["skipped"] == {"obsolete": 1, "fuzzy": 1, "untranslated": 1}
+    rows = [(r["translation"]["en"], r["translation"]["fr"]) for r in catalog_rows(path, "en", "fr")]
+    assert rows == [
+        ("Open file", "Ouvrir le fichier"),
+        ("Save As", "Enregistrer sous"),
+        ('Line one\nSay "hi"\tnow', "Ligne un\nDites « salut »\tmaintenant"),
+        # n=1 -> form 0; n=2 -> form 2 under this rule (form 1 is for millions)
+        ("%(n)s file", "%(n)s fichier"),
+        ("%(n)s files", "%(n)s fichiers"),
+        ("Tom &amp; Jerry", "Tom &amp; Jerry"),
+    ]
+    # the other direction from the same French catalog
+    rev = catalog_rows(path, "fr", "en")
+    assert rev[0]["translation"] == {"fr": "Ouvrir le fichier", "en": "Open file"}
+    # keeping accelerators
+    kept = catalog_rows(path, "en", "fr", accelerators="")
+    assert kept[0]["translation"]["en"] == "&Open file"
+
+
+def test_mo_catalog_pairs(tmp_path):
+    from nlpfit.data.gettext import catalog_rows
+
+    po = write_catalog(tmp_path / "app.po")
+    po.save_as_mofile(str(tmp_path / "app.mo"))
+    from_po = catalog_rows(tmp_path / "app.po", "en", "fr")
+    from_mo = catalog_rows(tmp_path / "app.mo", "en", "fr")
+    key = lambda rows: sorted(json.dumps(r, sort_keys=True) for r in rows)  # noqa: E731
+    assert key(from_mo) == key(from_po)
+
+
+def test_strip_accelerators_and_plural_rules():
+    from nlpfit.data.gettext import plural_indices, strip_accelerators
+
+    cases = {"&File": "File", "Sa&ve": "Save", "R&&D": "R&D", "_Open": "Open", "snake_case": "snake_case",
+             "%(field_name)s": "%(field_name)s", "&lt;b&gt;": "&lt;b&gt;", "ファイル(&F)": "ファイル",
+             "Datei (&D)": "Datei", "fish & chips": "fish & chips"}
+    for text, expected in cases.items():
+        assert strip_accelerators(text) == expected, text
+    assert plural_indices("nplurals=2; plural=(n > 1);") == (0, 1)
+    assert plural_indices("nplurals=1; plural=0;") == (0, 0)
+    assert plural_indices(None) == (0, 1)
+
+
+def test_bad_catalog(tmp_path):
+    from nlpfit.data.gettext import catalog_rows
+
+    bad = tmp_path / "bad.po"
+    bad.write_text('msgid "unterminated\nmsgstr 12\n', encoding="utf-8")
+    with pytest.raises(NlpfitError, match="bad.po"):
+        catalog_rows(bad, "en", "fr")
+    empty = tmp_path / "empty.po"
+    empty.write_text('msgid ""\nmsgstr ""\n"Language: fr\\n"\n\nmsgid "a"\nmsgstr ""\n', encoding="utf-8")
+    with pytest.raises(NlpfitError, match="no translated entries"):
+        catalog_rows(empty, "en", "fr")
+
+
+# ---- data operations ----------------------------------------------------------------------------------
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def reviews(lang, n):
+    cats = ["book", "digital_ebook_purchase", "kitchen"]
+    return [{"review_body": f"{lang} body {i} " + "word " * (i % 5), "review_title": ("t " * (1 + i % 4)).strip(),
+             "product_category": cats[i % 3]} for i in range(n)]
+
+
+def test_filter_min_words_and_concatenation(tmp_path):
+    en = write_jsonl(tmp_path / "en.jsonl", reviews("en", 30))
+    es = write_jsonl(tmp_path / "es.jsonl", reviews("es", 30))
+    task = make_task("Summarization", [en, es], text_column="review_body", summary_column="review_title",
+                     filter=["product_category=book,digital_ebook_purchase"], min_words=["review_title=3"])
+    raw = task.load_data()
+    src = raw["train"]["source"]
+    # concatenated: both languages; shuffled: not all English first
+    assert {s[:2] for s in src} == {"en", "es"}
+    assert [s[:2] for s in src] != sorted(s[:2] for s in src)
+    # filter: 2 of 3 categories; min-words: titles of 3 or 4 words (i % 4 in {2, 3})
+    kept = [i for i in range(30) if i % 3 != 2 and i % 4 >= 2]
+    assert len(src) == 2 * len(kept)
+    assert all(len(t.split()) >= 3 for t in raw["train"]["target"])
+
+    with pytest.raises(NlpfitError, match="--filter"):
+        make_task("Summarization", [en], text_column="review_body", summary_column="review_title",
+                  filter=["product_category"]).load_data()
+    with pytest.raises(NlpfitError, match="no such column"):
+        make_task("Summarization", [en], text_column="review_body", summary_column="review_title",
+                  filter=["stars=5"]).load_data()
+    with pytest.raises(NlpfitError, match="--min-words review_title=x"):
+        make_task("Summarization", [en], text_column="review_body", summary_column="review_title",
+                  min_words=["review_title=x"]).load_data()
+    with pytest.raises(NlpfitError, match="--text-column"):
+        make_task("Summarization", [en]).load_data()
+
+
+def test_translation_columns_and_dedupe(tmp_path):
+    rows = [{"translation": {"en": f"item {i}", "fr": f"article {i}"}} for i in range(20)]
+    rows += [{"translation": {"en": "item 1", "fr": "article 1"}}]  # a repeated pair
+    dict_file = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    raw = make_task("Translation", [dict_file]).load_data()
+    assert len(raw["train"]) == 20
+    assert raw["train"][0] == {"source": "item 0", "target": "article 0"}
+    raw = make_task("Translation", [dict_file], dedupe=False).load_data()
+    assert len(raw["train"]) == 21
+
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("en,fr\nhello,bonjour\n,vide\nthanks,merci\n", encoding="utf-8")
+    raw = make_task("Translation", [csv]).load_data()
+    assert raw["train"]["source"] == ["hello", "thanks"]  # the empty source is dropped
+
+    with pytest.raises(NlpfitError, match="no en/de pair"):
+        make_task("Translation", [dict_file], target_lang="de").load_data()
+    with pytest.raises(NlpfitError, match="no 'translation' column and no columns 'en' and 'de'"):
+        make_task("Translation", [csv], target_lang="de").load_data()
+
+
+# ---- features ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_tok():
+    from nlpfit.tasks.seq2seq import train_tokenizer
+
+    texts = [f"the cat number {i} sat on the mat" for i in range(50)] + [f"le chat {i} est sur le tapis" for i in range(50)]
+    return train_tokenizer(texts, 120)
+
+
+def test_preprocess_labels_prefix_truncation(tiny_tok):
+    import datasets
+
+    # limits that fit the short pair exactly and cut the long one
+    n_src = len(tiny_tok("translate the cat")["input_ids"])
+    n_tgt = len(tiny_tok("le chat")["input_ids"])
+    task = make_task("Translation", source_prefix="translate ", max_source_length=n_src, max_target_length=n_tgt)
+    raw = datasets.DatasetDict({"train": datasets.Dataset.from_dict(
+        {"source": ["the cat", "the cat number 12 sat on the mat"], "target": ["le chat", "le chat 12 est sur le tapis"]})})
+    feats = task.preprocess(raw, tiny_tok)["train"]
+    eos = tiny_tok.eos_token_id
+    short = feats[0]
+    assert tiny_tok.decode(short["input_ids"], skip_special_tokens=True) == "translate the cat"
+    assert short["input_ids"][-1] == eos
+    assert short["labels"] == tiny_tok("le chat")["input_ids"] and short["labels"][-1] == eos
+    long = feats[1]
+    assert len(long["input_ids"]) == n_src and len(long["labels"]) == n_tgt  # truncated, still ending with </s>
+    assert long["input_ids"][-1] == eos and long["labels"][-1] == eos
+    assert tiny_tok.decode(long["labels"], skip_special_tokens=True) != "le chat 12 est sur le tapis"
+
+
+def test_collator_pads_labels_and_builds_decoder_inputs(tiny_tok):
+    from nlpfit.tasks.seq2seq import scratch_model
+
+    model = scratch_model(tiny_tok, 16, 1, 32)
+    task = make_task("Translation")
+    coll = task.collator(tiny_tok, model)
+    batch = coll([{"input_ids": [5, 6, 1], "attention_mask": [1, 1, 1], "labels": [7, 1]},
+                  {"input_ids": [5, 1], "attention_mask": [1, 1], "labels": [7, 8, 9, 1]}])
+    pad = tiny_tok.pad_token_id
+    assert batch["input_ids"].tolist() == [[5, 6, 1], [5, 1, pad]]
+    assert batch["labels"].tolist() == [[7, 1, -100, -100], [7, 8, 9, 1]]
+    # decoder inputs: labels shifted right after the decoder start token, -100 replaced by pad
+    start = model.config.decoder_start_token_id
+    assert batch["decoder_input_ids"].tolist() == [[start, 7, 1, pad], [start, 7, 8, 9]]
+
+
+def test_decode_treats_minus_100_as_padding(tiny_tok):
+    from nlpfit.tasks.seq2seq import decode
+
+    ids = tiny_tok("le chat est sur le tapis")["input_ids"]
+    padded = [ids + [-100, -100], [tiny_tok.pad_token_id] + ids[:2] + [-100] * 6]
+    texts = decode(tiny_tok, padded)
+    assert texts[0] == "le chat est sur le tapis"
+    assert texts[1] == tiny_tok.decode(ids[:2], skip_special_tokens=True).strip()
