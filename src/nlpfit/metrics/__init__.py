@@ -1,0 +1,1 @@
+"""Metrics computed with the field's libraries (sacreBLEU, rouge-score, seqeval …)."""
