@@ -52,7 +52,9 @@ def _train_command(name: str) -> click.Command:
         cfg.task = name
         cfg.task_options = {f.name: kwargs[f.name] for f in task_fields}
         result = train(cfg)
-        _print_metrics(result["task"], result["metrics"].get("test") or result["metrics"]["eval"])
+        metrics = result["metrics"]
+        split = "test" if metrics.get("test") else "validation"
+        _print_metrics(result["task"], metrics.get("test") or metrics["eval"], title=f"{split} split")
 
     doc = task_help(name) + "\n\n" + (sys.modules[task_cls.__module__].__doc__ or "")
     return click.Command(name, params=params, callback=callback, help=doc, short_help=task_help(name))
@@ -72,9 +74,11 @@ class TrainGroup(click.Group):
         return _train_command(name) if name in REGISTRY else None
 
 
-def _print_metrics(task, metrics: dict) -> None:
+def _print_metrics(task, metrics: dict, title: str | None = None) -> None:
     if not metrics:
         return
+    if title:
+        click.echo(f"== {title} ==")
     table = task.metrics_table(metrics)
     if table:
         click.echo(table)
@@ -111,7 +115,7 @@ def evaluate(model_dir, data, split, batch_size, as_json):
     if as_json:
         click.echo(json.dumps(result["metrics"], indent=2))
     else:
-        _print_metrics(result["task"], result["metrics"])
+        _print_metrics(result["task"], result["metrics"], title=f"{split} split")
 
 
 def _predict_options() -> list[click.Option]:
@@ -184,6 +188,15 @@ def list_tasks():
     for name in REGISTRY:
         cls = task_class(name)
         click.echo(f"{name:14s} {cls.pipeline}")
+
+
+from nlpfit.tokenizer_train import tokenizer_group  # noqa: E402  (light: heavy imports are inside its functions)
+
+cli.add_command(tokenizer_group)
+
+from nlpfit.baseline import baseline_group  # noqa: E402  (light: its commands are built when used)
+
+cli.add_command(baseline_group(_option))
 
 
 def main(argv: list[str] | None = None) -> None:

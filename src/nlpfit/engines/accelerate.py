@@ -82,12 +82,16 @@ def train(task, cfg, model, tokenizer, features, raw, checkpoint_dir: Path) -> T
                               num_training_steps=total_updates * accelerator.num_processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
 
+    eval_seconds = [0.0]
+
     def run_eval(tag: str) -> dict:
         if eval_split is None:
             return {}
+        t0 = time.perf_counter()
         metrics = evaluate(task, model, features[eval_split], raw[eval_split], cfg.eval_batch_size, accelerator,
                            desc=f"evaluating ({tag})")
         info(f"[{tag}] " + "  ".join(f"{k} {v:.4f}" for k, v in summary(metrics).items()))
+        eval_seconds[0] += time.perf_counter() - t0
         return metrics
 
     # ---- resume ---------------------------------------------------------------------------------
@@ -155,7 +159,7 @@ def train(task, cfg, model, tokenizer, features, raw, checkpoint_dir: Path) -> T
         if state["global_step"] >= total_updates:
             break
     progress.close()
-    runtime = time.perf_counter() - start
+    runtime = time.perf_counter() - start - eval_seconds[0]  # training time, evaluations excluded
     tokens = accelerator.reduce(torch.tensor(state["tokens"], device=accelerator.device), reduction="sum").item()
     examples = accelerator.reduce(torch.tensor(state["examples"], device=accelerator.device), reduction="sum").item()
     train_metrics = {"loss": history[-1].get("train_loss") if history else None, "steps": state["global_step"],
