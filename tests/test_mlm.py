@@ -228,6 +228,13 @@ def test_both_engines_train_evaluate_predict(tiny_bert, text_file, tmp_path, run
     res = run_cli("evaluate", out, "--split", "validation", "--json")
     assert res.code == 0, res.err
     assert json.loads(res.out)["perplexity"] == pytest.approx(runs["accelerate"]["eval"]["perplexity"], rel=1e-5)
+    other = tmp_path / "other.txt"  # a new file is evaluated whole, with fixed masks too
+    other.write_text("\n".join(corpus_text()[-300:]), encoding="utf-8")
+    res = run_cli("evaluate", out, "--data", other, "--json")
+    assert res.code == 0, res.err
+    m = json.loads(res.out)
+    n_tokens = sum(len(ids) for ids in _tokenizer(tiny_bert)(corpus_text()[-300:])["input_ids"])
+    assert 1.5 < m["perplexity"] < 1000 and 0.1 * n_tokens < m["masked_tokens"] < 0.2 * n_tokens
 
     res = run_cli("predict", out, "the [MASK] statement is executed .", "--top-k", 3)
     assert res.code == 0, res.err
@@ -253,6 +260,32 @@ def test_whole_word_masking_with_the_trainer(tiny_bert, text_file, tmp_path, run
     assert "train 64, validation 20" in res.err
     card = json.loads((tmp_path / "ww" / "run.json").read_text())["task_data"]
     assert card["masking"] == "whole-word" and card["mlm_probability"] == 0.2
+
+
+def test_two_processes_give_the_same_perplexity(tiny_bert, text_file, tmp_path):
+    """`torchrun --nproc_per_node 2` on CPU: the fixed eval masks and summed losses give one figure."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    args = ["train", "mlm", "--data", text_file, "--model", tiny_bert, "--output", out, "--epochs", 1,
+            "--batch-size", 8, "--lr", 3e-3, "--chunk-size", 32, "--train-size", 32, "--test-size", 21,
+            "--eval-batch-size", 4, "--no-eval-before"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "nlpfit", *map(str, args)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["num_processes"] == 2
+    one = subprocess.run([sys.executable, "-m", "nlpfit", "evaluate", str(out), "--split", "validation", "--json"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    single = json.loads(one.stdout)
+    assert metrics["eval"]["masked_tokens"] == single["masked_tokens"]
+    assert metrics["eval"]["perplexity"] == pytest.approx(single["perplexity"], rel=1e-5)
 
 
 # ---- bad input ----------------------------------------------------------------------------------------

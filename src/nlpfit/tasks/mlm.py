@@ -198,6 +198,7 @@ class MaskedLM(Task):
                               "trained as a masked LM (use an encoder such as BERT or RoBERTa)")
         if self.opts.masking == "whole-word" and not tokenizer.is_fast:
             raise NlpfitError(f"--masking whole-word: --model {self.cfg.model} has no fast tokenizer (word ids)")
+        self.training = True  # preprocess: the train split stays unmasked (masked anew in every batch)
         model, loading = _quietly(load_model, AutoModelForMaskedLM, path, "masked-LM", output_loading_info=True)
         prefix = model.base_model_prefix + "."
         new_head = sorted(k for k in loading["missing_keys"] if not k.startswith(prefix))
@@ -227,14 +228,15 @@ class MaskedLM(Task):
         features = datasets.DatasetDict()
         for split, ds in raw.items():
             blocks = chunk_corpus(ds, tokenizer, size, desc=f"chunking {split}")
-            n = o.train_size if split == "train" else o.test_size
+            is_train = split == "train" and getattr(self, "training", False)
+            n = o.train_size if is_train else o.test_size
             if 0 < n < len(blocks):
                 # flatten: the engines read lengths from the Arrow table, not through an indices mapping
                 blocks = blocks.shuffle(seed=self.cfg.split_seed).select(range(n)).flatten_indices()
             if len(blocks) == 0:
                 raise NlpfitError(f"--data: the {split} split has fewer than {size} tokens, not one block "
                                   "(add text or lower --chunk-size)")
-            if split != "train":
+            if not is_train:  # evaluation data, including a file given to `nlpfit evaluate`
                 blocks = self.mask_eval(blocks, tokenizer)
             features[split] = blocks
         info("blocks of %d tokens: " % size + ", ".join(f"{s} {len(d)}" for s, d in features.items())
