@@ -34,3 +34,48 @@ def test_train_evaluate_predict(engine, tiny_bert, ner_data, tmp_path, run_cli):
 
     pipe = pipeline("token-classification", model=str(out), aggregation_strategy="simple")
     assert isinstance(pipe("Bob works for Google in Berlin ."), list)
+
+
+def test_predict_input_file_aggregations_and_offsets(tiny_bert, ner_data, tmp_path, run_cli):
+    out = tmp_path / "out"
+    assert run_cli("train", "ner", "--data", ner_data, "--model", tiny_bert, "--output", out, "--epochs", 3,
+                   "--batch-size", 8, "--lr", 3e-3).code == 0
+    texts = ["  Carol   moved to   Lima last year .", "Grace works for Mozilla in Oslo ."]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("\n".join(json.dumps({"text": t}) for t in texts))
+    res = run_cli("predict", out, "--input", inp, "--aggregation", "first")  # word-level entities
+    rows = [json.loads(l) for l in res.out.splitlines()]
+    assert [r["text"] for r in rows] == texts
+    found = {(r["text"][e["start"]:e["end"]], e["entity_group"]) for r in rows for e in r["entities"]}
+    assert ("Lima", "LOC") in found and ("Oslo", "LOC") in found  # offsets point into the original text
+    for r in rows:
+        for e in r["entities"]:
+            assert set(e) == {"entity_group", "score", "word", "start", "end"} and 0 < e["score"] <= 1
+    res = run_cli("predict", out, "--aggregation", "none", texts[1])
+    tags = {e["entity_group"] for e in json.loads(res.out)["entities"]}
+    assert tags and tags <= {"B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"}
+
+
+def test_pos_on_conll2003_layout(tiny_bert, tmp_path, run_cli):
+    from conftest import make_ner_sentences, write_conll
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    write_conll(folder / "train.txt", make_ner_sentences(40, seed=5), columns=4)
+    write_conll(folder / "validation.txt", make_ner_sentences(10, seed=6), columns=4)
+    out = tmp_path / "pos"
+    res = run_cli("train", "pos", "--data", folder, "--model", tiny_bert, "--output", out, "--max-steps", 2)
+    assert res.code == 0, res.err
+    labels = json.loads((out / "config.json").read_text())["label2id"]
+    assert set(labels) == {"NN"}  # the POS column, not the NER one
+    assert json.loads((out / "run.json").read_text())["config"]["task_options"]["label_column"] == "pos_tags"
+
+
+def test_offline_hub_data_and_push_fail_clearly(tiny_bert, ner_data, tmp_path, run_cli):
+    res = run_cli("train", "ner", "--data", "conll2003", "--model", tiny_bert, "--output", tmp_path / "x")
+    assert res.code == 2 and "--data conll2003: cannot load this hub dataset" in res.err
+    out = tmp_path / "pushed"
+    res = run_cli("train", "ner", "--data", ner_data, "--model", tiny_bert, "--output", out, "--max-steps", 1,
+                  "--push-to-hub", "--hub-model-id", "someone/model")
+    assert res.code == 2 and "--push-to-hub" in res.err and "is saved" in res.err
+    assert (out / "model.safetensors").is_file()
