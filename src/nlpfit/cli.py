@@ -56,7 +56,9 @@ def _train_command(name: str) -> click.Command:
         split = "test" if metrics.get("test") else "validation"
         _print_metrics(result["task"], metrics.get("test") or metrics["eval"], title=f"{split} split")
 
-    doc = task_help(name) + "\n\n" + (sys.modules[task_cls.__module__].__doc__ or "")
+    module_doc = (sys.modules[task_cls.__module__].__doc__ or "").strip()
+    # "\b" keeps click from re-wrapping the module's numbered walk-through
+    doc = task_help(name) + "".join(f"\n\n\b\n{para}" for para in module_doc.split("\n\n") if para)
     return click.Command(name, params=params, callback=callback, help=doc, short_help=task_help(name))
 
 
