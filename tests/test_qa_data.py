@@ -5,7 +5,7 @@ import json
 import pytest
 
 from nlpfit import NlpfitError
-from nlpfit.data.squad import check_answers, check_ids, pydoc_topics_squad, read_file, to_dataset
+from nlpfit.data.squad import check_answers, check_ids, python_docs_squad, read_file, to_dataset
 
 CTX = "Super Bowl 50 was played in 2016. The Denver Broncos won it."
 
@@ -94,15 +94,19 @@ def test_bad_files(tmp_path):
 
 
 def test_offline_demo_set_from_the_python_language_reference():
-    raw = pydoc_topics_squad(0.1, 0.1)
+    raw = python_docs_squad(0.1, 0.1)
     assert set(raw) == {"train", "validation", "test"}
-    assert len(raw["train"]) > 100 and len(raw["validation"]) >= 15 and len(raw["test"]) >= 15
-    titles = {split: set(ds["title"]) for split, ds in raw.items()}
-    assert not titles["train"] & titles["validation"] and not titles["train"] & titles["test"]
+    assert len(raw["train"]) > 300 and len(raw["validation"]) >= 40 and len(raw["test"]) >= 40
+    contexts = {split: set(ds["context"]) for split, ds in raw.items()}
+    assert not contexts["train"] & contexts["validation"] and not contexts["train"] & contexts["test"]
     questions = [q for ds in raw.values() for q in ds["question"]]
-    assert any(q.startswith("What is the grammar rule for") for q in questions)
-    assert sum(not q.startswith("What is the grammar rule for") for q in questions) >= 40
+    grammar = sum(q.startswith("What is the grammar rule for ") for q in questions)
+    returns = sum(q.startswith("What does ") and q.endswith(" return?") for q in questions)
+    assert grammar >= 50 and returns >= 200 and len(questions) - grammar - returns >= 30  # definitions
+    row = next(r for r in raw["train"] if r["question"] == "What does shlex.quote return?")
+    assert row["answers"]["text"] == ["a shell-escaped version of the string *s*"]
+    assert "shlex.quote(s)" in row["context"]
     for ds in raw.values():
         check_answers(ds, "demo")  # every answer_start points at its text
         check_ids(ds, "demo")
-    assert pydoc_topics_squad(0.1, 0.1)["test"]["id"] == raw["test"]["id"]  # deterministic
+    assert python_docs_squad(0.1, 0.1)["test"]["id"] == raw["test"]["id"]  # deterministic

@@ -211,7 +211,7 @@ class QuestionAnswering(Task):
         import datasets
 
         from nlpfit.data import load_splits
-        from nlpfit.data.squad import PYDOC, check_answers, check_ids, normalise, pydoc_topics_squad, read_file
+        from nlpfit.data.squad import PYDOC, check_answers, check_ids, normalise, python_docs_squad, read_file
         from nlpfit.data.squad import features as squad_features
 
         cfg, o = self.cfg, self.opts
@@ -221,7 +221,7 @@ class QuestionAnswering(Task):
         if o.n_best < 1 or o.max_answer_length < 1:
             raise NlpfitError("--n-best and --max-answer-length must be at least 1")
         if cfg.data == [PYDOC]:
-            raw = pydoc_topics_squad(cfg.validation_split, cfg.test_split)
+            raw = python_docs_squad(cfg.validation_split, cfg.test_split)
         else:
             if PYDOC in cfg.data:
                 raise NlpfitError(f"--data {PYDOC}: the demo set cannot be combined with other data")
