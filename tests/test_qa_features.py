@@ -156,3 +156,11 @@ def test_eval_features_keep_ids_and_only_context_offsets_through_arrow(tok):
         assert all(o is None for o in offsets[:q_sep + 1])  # question tokens are masked
         assert all(o is not None and o[1] > o[0] for o in offsets[q_sep + 1:-1])
         assert row["cls_index"] == 0
+
+
+def test_a_question_too_long_for_the_windows_is_a_clear_error(tok):
+    from nlpfit import NlpfitError
+
+    batch = {"id": ["a"], "question": ["what is the value of each name " * 10], "context": [long_context(80)]}
+    with pytest.raises(NlpfitError, match=r"--max-length 64 / --stride 24.*raise --max-length or lower --stride"):
+        eval_features(batch, tok, 64, 24)
