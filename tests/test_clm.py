@@ -230,17 +230,17 @@ def test_keyword_token_ids(code_tokenizer):
 # ---- streaming --------------------------------------------------------------------------------------
 STREAM_PROBE = r"""
 import json, sys, tracemalloc
-from nlpfit.data.code import CodeCorpus
-from nlpfit.tasks.clm import _docs_gen, chunk_batch
+from nlpfit.config import RunConfig
+from nlpfit.tasks.clm import CausalLM
 from nlpfit.tokenizer_train import train_bpe
-import datasets
-folder, n_expected = sys.argv[1], int(sys.argv[2])
+folder = sys.argv[1]
 tok = train_bpe(["import pandas as pd\ndef f(x):\n    return x * 2\n"] * 50, vocab_size=300, min_frequency=1)
-corpus = CodeCorpus((folder,), validation=0.0)
-stream = datasets.IterableDataset.from_generator(_docs_gen, gen_kwargs={"corpus": corpus, "split": "train"})
-blocks = stream.map(chunk_batch, batched=True, batch_size=64, remove_columns=["content", "path"],
-                    fn_kwargs={"tokenizer": tok, "context_length": 64})
-blocks = blocks.filter(lambda n: n == 64, input_columns="length").shuffle(seed=0, buffer_size=200)
+tok.pad_token = tok.eos_token
+cfg = RunConfig(data=[folder], max_steps=1, validation_split=0.0, task="clm",
+                task_options={"streaming": True, "filter_keywords": "", "context_length": 64, "shuffle_buffer": 200})
+task = CausalLM(cfg)  # the task's own streaming path: corpus -> IterableDataset -> blocks -> shuffle buffer
+raw = task.load_data()
+blocks = task.preprocess(raw, tok)["train"]
 tracemalloc.start()
 it = iter(blocks)
 n = sum(1 for _, _ in zip(range(300), it))  # warm up: lazy imports, first batches, the shuffle buffer
@@ -248,7 +248,7 @@ tracemalloc.reset_peak()
 base = tracemalloc.get_traced_memory()[0]
 n += sum(1 for _ in it)
 peak = tracemalloc.get_traced_memory()[1] - base
-print(json.dumps({"blocks": n, "peak": peak, "files": corpus.report.kept}))
+print(json.dumps({"blocks": n, "peak": peak, "files": len(list(task.corpus().documents("train")))}))
 """
 
 
@@ -266,7 +266,7 @@ def test_streaming_memory_stays_flat(tmp_path):
         for i in range(n_files):
             (folder / f"m{i:04d}.py").write_text(f"# module {i}\n" + body)
         size = n_files * len(body)
-        proc = subprocess.run([sys.executable, "-c", STREAM_PROBE, str(folder), str(n_files)], capture_output=True,
+        proc = subprocess.run([sys.executable, "-c", STREAM_PROBE, str(folder)], capture_output=True,
                               text=True, env={**os.environ, "HF_DATASETS_OFFLINE": "1"}, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         results[n_files] = (json.loads(proc.stdout.strip().splitlines()[-1]), size)

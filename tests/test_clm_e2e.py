@@ -47,8 +47,8 @@ def tiny_gpt2_dir(tmp_path_factory, code_dir) -> Path:
 def test_from_scratch_evaluate_predict(engine, code_dir, tmp_path, run_cli):
     out = tmp_path / f"out-{engine}"
     res = run_cli("train", "clm", "--data", code_dir, "--filter-keywords", "", "--vocab-size", 300, *TINY,
-                  "--validation-split", 0.25, "--max-eval-samples", 3, "--max-steps", 12, "--batch-size", 8,
-                  "--lr", 5e-3, "--warmup-ratio", 0, "--eval-before", "--eval-steps", 6, "--engine", engine,
+                  "--validation-split", 0.25, "--max-steps", 12, "--batch-size", 8,
+                  "--lr", 5e-3, "--warmup-ratio", 0, "--eval-before", "--engine", engine,
                   "--output", out)
     assert res.code == 0, res.err
     assert "training a byte-level BPE tokenizer" in res.err and "dropped" in res.err

@@ -114,13 +114,15 @@ def offline_baselines() -> dict:
 
 def train_tokenizer_command(data: list[str], vocab_size: int, output: str, base_spec: str | None, *, glob: str,
                             text_column: str, data_config: str | None, filter_keywords: str | None,
-                            min_frequency: int, max_files: int, validation_split: float, split_seed: int,
+                            min_frequency: int, max_files: int, validation_split: float | None, split_seed: int,
                             compare_files: int, overwrite: bool) -> dict:
     from nlpfit.data.code import DS_KEYWORDS, CodeCorpus, default_sources, parse_keywords
 
     out = Path(output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise NlpfitError(f"--output {out}: already exists and is not empty (add --overwrite to replace it)")
+    if validation_split is None:  # as `nlpfit train clm`: its default data holds out 5%, --validation-split 0.1
+        validation_split = 0.05 if not data else 0.1
     if not data:
         data = default_sources()
         keywords = DS_KEYWORDS if filter_keywords is None else parse_keywords(filter_keywords)
@@ -198,8 +200,9 @@ def tokenizer_group():
                    "pandas,sklearn,matplotlib,seaborn; '' keeps all).")
 @click.option("--min-frequency", type=int, default=2, show_default=True, help="Minimum pair count for a merge.")
 @click.option("--max-files", type=int, default=0, show_default=True, help="Train on at most N files (0: all).")
-@click.option("--validation-split", type=float, default=0.1, show_default=True,
-              help="Share of files held out (same hash routing as `nlpfit train clm`), used for the report.")
+@click.option("--validation-split", type=float, default=None,
+              help="Share of files held out for the report, routed as `nlpfit train clm` does "
+                   "[default: 0.05 with the default data, as train clm; else 0.1].")
 @click.option("--split-seed", type=int, default=42, show_default=True, help="Seed of the hold-out routing.")
 @click.option("--compare-files", type=int, default=500, show_default=True,
               help="Held-out files on which tokens per file are compared.")

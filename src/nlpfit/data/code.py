@@ -60,7 +60,7 @@ class ScanReport:
 
     def skip(self, kind: str, path: str) -> None:
         setattr(self, kind, getattr(self, kind) + 1)
-        if len(self.examples_skipped) < 3:
+        if kind != "empty" and len(self.examples_skipped) < 3:  # empty __init__.py files are not news
             self.examples_skipped.append(f"{path} ({kind})")
 
     def summary(self, keywords: list[str]) -> str:
@@ -278,16 +278,19 @@ class CodeCorpus:
             names |= set(splits)
         return [n for n in ("train", "validation", "test") if n in names] + sorted(names - {"train", "validation", "test"})
 
-    def _raw(self) -> Iterator[tuple[str, str | None, str]]:
-        """(key, text or None, split of the source or "") for every document of every spec."""
+    def _raw(self) -> Iterator[tuple[str, str, str | None, str]]:
+        """(where, routing key, text or None, split of the source or "") for every document of every spec.
+
+        The routing key is relative to the spec (path inside the folder, file name and row), so a
+        corpus keeps its split when it is moved."""
         for spec in self.specs:
             path = Path(os.path.expanduser(spec))
             if path.is_dir():
                 for f in walk_files(path, self.glob):
-                    yield str(f), read_source(f, self.report), ""
+                    yield str(f), f.relative_to(path).as_posix(), read_source(f, self.report), ""
             elif path.is_file():
                 for key, value in iter_table(path, self.text_column):
-                    yield key, self._as_text(value, key), ""
+                    yield key, f"{path.name}:{key.rsplit(':', 1)[1]}", self._as_text(value, key), ""
             else:
                 splits = self._hub[spec]
                 held_out = "validation" in splits  # else validation/test are carved out of train by hash
@@ -297,7 +300,7 @@ class CodeCorpus:
                                           f"columns are {', '.join(ds.column_names)})")
                     for i, row in enumerate(ds):
                         key = f"{spec}:{split}:{row.get('path', i)}"
-                        yield key, self._as_text(row.get(self.text_column), key), (
+                        yield key, f"{split}:{row.get('path', i)}", self._as_text(row.get(self.text_column), key), (
                             "" if split == "train" and not held_out else split)
 
     def _as_text(self, value, key: str) -> str | None:
@@ -316,14 +319,14 @@ class CodeCorpus:
         """Documents of one split (or all, with their split), filtered by the keywords."""
         self.report = ScanReport()
         n = 0
-        for key, text, source_split in self._raw():
+        for key, route_key, text, source_split in self._raw():
             if text is None:
                 continue
             self.report.total += 1
             if self.keywords and not any(k in text for k in self.keywords):
                 continue
             self.report.kept += 1
-            doc_split = source_split or route(key, self.seed, self.validation, self.test)
+            doc_split = source_split or route(route_key, self.seed, self.validation, self.test)
             self.report.splits[doc_split] = self.report.splits.get(doc_split, 0) + 1
             if split is None:
                 yield {"content": text, "path": key, "split": doc_split}

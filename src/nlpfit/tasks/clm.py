@@ -33,6 +33,8 @@ from nlpfit.log import info, warn
 from nlpfit.tasks.base import Task
 
 SCRATCH = "scratch:"  # --model value of a model initialised from --config
+DEFAULT_NEW_TOKENS = 64
+STREAM_BATCH = 32  # files tokenized at once when streaming
 
 
 @dataclass
@@ -63,7 +65,7 @@ class Options:
 
 @dataclass
 class PredictOptions:
-    max_new_tokens: int = opt(64, "Tokens to generate.")
+    max_new_tokens: int = opt(0, "Tokens to generate (0: the model's generation_config; 64 for models trained here).")
     temperature: float = opt(0.0, "Sampling temperature (0: greedy decoding).")
     top_p: float = opt(1.0, "Nucleus sampling: keep the smallest token set of this probability (with --temperature).")
     num_return_sequences: int = opt(1, "Completions per prompt (needs --temperature > 0).")
@@ -131,7 +133,7 @@ def chunk_batch(batch, tokenizer, context_length: int, column: str = "content"):
     return {"input_ids": out["input_ids"], "length": out["length"]}
 
 
-def pack_texts(texts, tokenizer, context_length: int, batch_size: int = 64):
+def pack_texts(texts, tokenizer, context_length: int, batch_size: int = 32):
     """Texts joined with eos separators and cut into context_length blocks; the last block keeps the rest."""
     eos = tokenizer.eos_token_id
     buf: list[int] = []
@@ -267,15 +269,12 @@ class CausalLM(Task):
         try:
             everything = datasets.Dataset.from_generator(all_docs, cache_dir=_temp_cache(),
                                                          fingerprint=uuid.uuid4().hex)
-        except datasets.exceptions.DatasetGenerationError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, NlpfitError):
-                raise cause from None
-            raise
         except NlpfitError:
             raise
-        except Exception as exc:  # an empty generator: datasets cannot infer features
-            if "features" not in str(exc).lower() and "empty" not in str(exc).lower():
+        except Exception as exc:  # datasets wraps what the generator raised; no document: no schema
+            if isinstance(exc.__cause__, NlpfitError):
+                raise exc.__cause__ from None
+            if corpus.report.kept:
                 raise
             everything = None
         report = corpus.report
@@ -324,6 +323,10 @@ class CausalLM(Task):
                 model.resize_token_embeddings(len(tokenizer))
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
+        gen = model.generation_config  # saved with the model: plain pipeline() completes this much
+        gen.pad_token_id, gen.eos_token_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+        if gen.max_new_tokens is None:
+            gen.max_new_tokens = DEFAULT_NEW_TOKENS
         n_params = sum(p.numel() for p in model.parameters())
         info(f"model: {model.config.model_type}, {n_params / 1e6:.1f}M parameters"
              + (" (random initialisation)" if self.from_scratch else f" (from {self.cfg.model})"))
@@ -452,7 +455,8 @@ class CausalLM(Task):
             blocks = datasets.IterableDataset.from_generator(
                 _pack_gen, gen_kwargs={"source": ds, "tokenizer": tokenizer, "context_length": ctx})
         else:
-            blocks = ds.map(chunk_batch, batched=True, remove_columns=["content", "path"],
+            # small batches of files: memory is one batch of token lists, whatever the corpus size
+            blocks = ds.map(chunk_batch, batched=True, batch_size=STREAM_BATCH, remove_columns=["content", "path"],
                             fn_kwargs={"tokenizer": tokenizer, "context_length": ctx})
             blocks = blocks.filter(lambda n: n == ctx, input_columns="length").remove_columns("length")
         return blocks.shuffle(seed=self.cfg.seed, buffer_size=o.shuffle_buffer) if o.shuffle_buffer > 1 else blocks
@@ -498,8 +502,8 @@ class CausalLM(Task):
 
         if popts.num_return_sequences > 1 and popts.temperature <= 0:
             raise NlpfitError("--num-return-sequences > 1 needs sampling: set --temperature (e.g. 0.8)")
-        if popts.max_new_tokens < 1:
-            raise NlpfitError("--max-new-tokens must be at least 1")
+        if popts.max_new_tokens < 0:
+            raise NlpfitError("--max-new-tokens must be positive (0: the model's generation_config)")
         pipe = pipeline("text-generation", model=out_dir, device=inference_device())
         if pipe.tokenizer.pad_token is None:
             pipe.tokenizer.pad_token = pipe.tokenizer.eos_token
@@ -507,7 +511,7 @@ class CausalLM(Task):
         for text in inputs:
             if not isinstance(text, str):
                 raise NlpfitError("predict: each input must be a prompt text")
-            max_new = popts.max_new_tokens
+            max_new = popts.max_new_tokens or pipe.model.generation_config.max_new_tokens or DEFAULT_NEW_TOKENS
             n_prompt = len(pipe.tokenizer(text)["input_ids"])
             if limit and n_prompt + max_new > limit:
                 max_new = max(limit - n_prompt, 0)
