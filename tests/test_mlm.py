@@ -228,12 +228,12 @@ def test_both_engines_train_evaluate_predict(tiny_bert, text_file, tmp_path, run
     res = run_cli("evaluate", out, "--split", "validation", "--json")
     assert res.code == 0, res.err
     assert json.loads(res.out)["perplexity"] == pytest.approx(runs["accelerate"]["eval"]["perplexity"], rel=1e-5)
-    other = tmp_path / "other.txt"  # a new file is evaluated whole, with fixed masks too
+    other = tmp_path / "other.txt"  # a new file: fixed masks too, and the run's --test-size (48 blocks)
     other.write_text("\n".join(corpus_text()[-300:]), encoding="utf-8")
     res = run_cli("evaluate", out, "--data", other, "--json")
     assert res.code == 0, res.err
     m = json.loads(res.out)
-    n_tokens = sum(len(ids) for ids in _tokenizer(tiny_bert)(corpus_text()[-300:])["input_ids"])
+    n_tokens = 48 * 32
     assert 1.5 < m["perplexity"] < 1000 and 0.1 * n_tokens < m["masked_tokens"] < 0.2 * n_tokens
 
     res = run_cli("predict", out, "the [MASK] statement is executed .", "--top-k", 3)
@@ -243,6 +243,10 @@ def test_both_engines_train_evaluate_predict(tiny_bert, text_file, tmp_path, run
     scores = [p["score"] for p in row["predictions"]]
     assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1
     assert all("[MASK]" not in p["sequence"] for p in row["predictions"])
+
+    res = run_cli("predict", out, "the <mask> is [MASK] .", "--top-k", 2)  # either spelling; one list per mask
+    per_mask = json.loads(res.out)["predictions"]
+    assert [len(c) for c in per_mask] == [2, 2] and not per_mask[0][0]["sequence"].startswith("[CLS]")
 
     res = run_cli("predict", out, "no mask token here .")
     assert res.code == 2 and res.err.count("\n") == 1 and "no mask token" in res.err

@@ -317,16 +317,16 @@ class MaskedLM(Task):
         for n, text in enumerate(inputs, 1):
             if not isinstance(text, str):
                 raise NlpfitError(f"input {n}: expected a text, got {type(text).__name__}")
-            if mask not in text:
-                for spelling in MASK_SPELLINGS:
-                    text = text.replace(spelling, mask)
+            for spelling in MASK_SPELLINGS:
+                text = text.replace(spelling, mask)
             if mask not in text:
                 raise NlpfitError(f"input {n} has no mask token: write {mask} where the missing word goes")
             texts.append(text)
         pipe = pipeline("fill-mask", model=out_dir, tokenizer=tokenizer, device=inference_device(), top_k=popts.top_k)
         for text, result in zip(texts, fill_sorted(pipe, texts, self.cfg.eval_batch_size)):
             per_mask = result if result and isinstance(result[0], list) else [result]
-            candidates = [[{"sequence": c["sequence"], "token": c["token_str"], "score": round(float(c["score"]), 4)}
+            candidates = [[{"sequence": _strip_specials(c["sequence"], tokenizer), "token": c["token_str"],
+                            "score": round(float(c["score"]), 4)}
                            for c in mask_result] for mask_result in per_mask]
             yield {"text": text, "predictions": candidates[0] if len(candidates) == 1 else candidates}
 
@@ -350,6 +350,17 @@ def fill_sorted(pipe, texts: list[str], batch_size: int) -> list:
             for i, res in zip(chunk, out):
                 results[i] = res
     return results
+
+
+def _strip_specials(sequence: str, tokenizer) -> str:
+    """The pipeline keeps [CLS] … [SEP] in the sequences of a text with several masks: drop them."""
+    for token in (tokenizer.cls_token, tokenizer.bos_token):
+        if token and sequence.startswith(token):
+            sequence = sequence[len(token):].lstrip()
+    for token in (tokenizer.sep_token, tokenizer.eos_token):
+        if token and sequence.endswith(token):
+            sequence = sequence[: -len(token)].rstrip()
+    return sequence
 
 
 def _quietly(fn, *args, **kwargs):
