@@ -178,11 +178,11 @@ def test_django_catalogs_bleu_rises(tmp_path, run_cli):
     metrics = json.loads((out / "metrics.json").read_text())
     before, after = metrics["history"][0]["eval"], metrics["eval"]
     summary = {k: (round(before[k], 2), round(after[k], 2)) for k in ("loss", "bleu", "chrf", "gen_len")}
-    assert after["bleu"] > before["bleu"] + 0.1, summary
-    assert after["chrf"] > before["chrf"] + 3, summary
+    assert after["bleu"] > before["bleu"] + 2, summary
+    assert after["chrf"] > before["chrf"] + 8, summary
     assert after["loss"] < before["loss"] - 2, summary
 
 
-# measured: loss 7.6 -> 4.9, BLEU 0.0 -> 0.3 after 400 steps (600 steps: BLEU 4.1, chrF 14.8; docs/seq2seq.md)
-REAL = ["--max-steps", 400, "--lr", 1e-3, "--scratch-dim", 128, "--scratch-layers", 2, "--vocab-size", 2000,
-        "--max-new-tokens", 32, "--max-eval-samples", 64]
+# measured: loss 7.61 -> 4.33, BLEU 0.00 -> 6.11, chrF 1.77 -> 17.10 (docs/seq2seq.md)
+REAL = ["--max-steps", 400, "--lr", 1e-3, "--scheduler", "constant", "--scratch-dim", 128, "--scratch-layers", 2,
+        "--vocab-size", 2000, "--max-new-tokens", 32, "--max-eval-samples", 64]
