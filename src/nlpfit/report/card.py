@@ -17,12 +17,13 @@ def model_card(task, cfg, metrics: dict, base_model: str) -> str:
             f"- {cfg.task}"]
     if cfg.data and not any(s.startswith(("/", ".")) for s in cfg.data):
         meta += ["datasets:"] + [f"- {d}" for d in cfg.data]
-    if base_model and not base_model.startswith("/"):
+    if base_model and not base_model.startswith("/") and base_model != "scratch":
         meta.append(f"base_model: {base_model}")
     meta.append("---")
     lines = meta + ["", f"# {name}", "",
                     f"A {task.pipeline} model trained with nlpfit (`nlpfit train {cfg.task}`), "
-                    f"starting from `{base_model}`.", "",
+                    + ("built from its configuration (random initialisation)." if base_model == "scratch"
+                       else f"starting from `{base_model}`."), "",
                     "## Data", "", "- " + "\n- ".join(cfg.data), ""]
     extra = task.card_data()
     if extra.get("labels"):
