@@ -296,3 +296,9 @@ def test_empty_folder_and_no_kept_files(tmp_path, run_cli):
     assert res.code == 2 and "1 binary" in res.err and "1 undecodable" in res.err
     res = run_cli("train", "clm", "--data", tmp_path / "missing", "--output", tmp_path / "o")
     assert res.code == 2 and "no such file or folder" in res.err
+    res = run_cli("train", "clm", "--data", "someone/codeparrot-ds-offline", "--output", tmp_path / "o")
+    assert res.code == 2 and "cannot load this hub dataset" in res.err
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a table")
+    res = run_cli("train", "clm", "--data", notes, "--output", tmp_path / "o")
+    assert res.code == 2 and "expected a folder of source files" in res.err

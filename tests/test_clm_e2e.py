@@ -93,7 +93,7 @@ def test_streaming_packed_weighted_fine_tuning(engine, code_dir, tiny_gpt2_dir, 
     out = tmp_path / f"stream-{engine}"
     res = run_cli("train", "clm", "--data", code_dir, "--filter-keywords", "", "--model", tiny_gpt2_dir,
                   "--context-length", 32, "--streaming", "--pack", "--shuffle-buffer", 50,
-                  "--max-stream-eval-files", 2, "--validation-split", 0.25, "--max-steps", 6, "--batch-size", 4,
+                  "--max-stream-eval-files", 2, "--validation-split", 0.25, "--max-steps", 6, "--batch-size", 4, "--max-train-samples", 12,
                   "--keyword-weighted-loss", "self,return,def,if", "--keyword-alpha", 1.0, "--engine", engine,
                   "--output", out)
     assert res.code == 0, res.err
