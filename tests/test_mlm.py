@@ -81,6 +81,12 @@ def test_text_readers(tmp_path, tiny_bert):
     raw = load_text([str(tmp_path / "a.jsonl"), str(tmp_path / "b.csv")], text_column="body", validation=0)
     assert sorted(raw["train"]["text"]) == ["a third, with a comma", "first document here", "fourth", "second one"]
 
+    lines = tmp_path / "lines.txt"  # read into the datasets cache: an edited file must be read again
+    lines.write_text("\ufeffone line\n\n  two lines  \n", encoding="utf-8")
+    assert load_text([str(lines)], validation=0)["train"]["text"] == ["one line", "two lines"]
+    lines.write_text("changed text\n", encoding="utf-8")
+    assert load_text([str(lines)], validation=0)["train"]["text"] == ["changed text"]
+
     docs = tmp_path / "docs"
     for split, names in (("train", ["x", "y", "z"]), ("test", ["w"])):
         (docs / split).mkdir(parents=True)

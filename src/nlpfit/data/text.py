@@ -9,6 +9,9 @@
 - `python-docs` is a corpus on every machine without network: the prose paragraphs of the Python
   documentation topics shipped with CPython (`pydoc_data.topics`).
 
+Text files are read line by line into the datasets cache (Arrow files on disk), so a corpus need
+not fit in memory; undecodable bytes are reported as file:line before anything is written.
+
 `chunk_corpus` tokenizes the documents, keeps the word ids (for whole-word masking), concatenates
 them and cuts the stream into blocks of `chunk_size` tokens, all in one batched `datasets.map`.
 """
@@ -21,7 +24,7 @@ from itertools import chain
 from pathlib import Path
 
 from nlpfit import NlpfitError
-from nlpfit.data import SPLIT_NAMES, hold_out, is_local, load_hub, read_lines, read_table, split_files
+from nlpfit.data import SPLIT_NAMES, hold_out, is_local, load_hub, read_table, split_files
 from nlpfit.log import info
 
 PYTHON_DOCS = "python-docs"
@@ -54,26 +57,62 @@ def python_docs_paragraphs() -> list[str]:
     return paragraphs
 
 
-def text_lines(path: Path) -> list[str]:
-    """Non-blank lines of a UTF-8 file (errors name file:line)."""
-    return [line.strip() for line in read_lines(path) if line.strip()]
+def check_utf8(path: Path) -> int:
+    """Read a file line by line (constant memory): the number of non-blank lines, or an error naming
+    the file:line of the first undecodable byte."""
+    n = 0
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise NlpfitError(f"{path}:{i}: not UTF-8 (byte 0x{raw[exc.start]:02x})") from None
+            n += bool(line.strip())
+    return n
 
 
-def read_documents(folder: Path) -> list[str]:
-    """One document per file under `folder` (recursive, hidden files skipped, sorted by path)."""
-    docs = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if any(part.startswith(".") for part in path.relative_to(folder).parts):
-            continue
-        text = "\n".join(read_lines(path)).strip()
+def _line_rows(paths: list[str], stamp: list):
+    for path in paths:
+        with open(path, encoding="utf-8-sig") as f:
+            for line in f:
+                if line.strip():
+                    yield {"text": line.strip()}
+
+
+def _document_rows(paths: list[str], stamp: list):
+    for path in paths:
+        text = Path(path).read_text(encoding="utf-8-sig").strip()
         if text:
-            docs.append(text)
-    if not docs:
+            yield {"text": text}
+
+
+def _on_disk(rows, paths: list[Path]):
+    """A Dataset written to the datasets cache by a generator: corpora larger than memory work.
+    The cache key includes each file's size and modification time, so an edited file is re-read."""
+    import datasets
+
+    stamp = [(str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths]
+    return datasets.Dataset.from_generator(rows, gen_kwargs={"paths": [str(p) for p in paths], "stamp": stamp},
+                                           features=datasets.Features({"text": datasets.Value("string")}))
+
+
+def text_lines(path: Path):
+    """A Dataset of the non-blank lines of a UTF-8 file, one document per line."""
+    if check_utf8(path) == 0:
+        raise NlpfitError(f"{path}: no text (empty corpus)")
+    return _on_disk(_line_rows, [path])
+
+
+def read_documents(folder: Path):
+    """A Dataset of one document per file under `folder` (recursive, hidden files skipped, by path)."""
+    paths = [p for p in sorted(folder.rglob("*")) if p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    if sum(check_utf8(p) for p in paths) == 0:
         raise NlpfitError(f"--data {folder}: no text files with content (empty corpus)")
-    return docs
+    return _on_disk(_document_rows, paths)
 
 
-def document_splits(folder: Path) -> dict[str, list[str]]:
+def document_splits(folder: Path) -> dict:
     """Sub-folders named after splits (train/, dev/, test/ …) are splits; otherwise all of it is train."""
     subs = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -116,11 +155,11 @@ def read_text_source(spec: str, text_column: str = "text", document_per_file: bo
             return as_ds(text_of(read_table(p), text_column, str(p)))
         if p.stat().st_size == 0:
             raise NlpfitError(f"{p}: empty file")
-        return as_ds(text_lines(p))
+        return text_lines(p)
 
     if path.is_dir():
         if document_per_file:
-            return {split: as_ds(docs) for split, docs in document_splits(path).items()}
+            return document_splits(path)
         return {split: read_file(f) for split, f in split_files(path).items()}
     if path.is_file():
         if document_per_file:
