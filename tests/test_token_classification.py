@@ -120,3 +120,13 @@ def test_jsonl_and_csv_data_with_names_or_ints(tiny_bert, tmp_path, run_cli):
         '"' + " ".join(w for w, _ in s) + '","' + json.dumps([t for _, t in s]).replace('"', '""') + '"' for s in sents))
     res = run_cli("train", "ner", "--data", csv, "--model", tiny_bert, "--output", tmp_path / "o2", "--max-steps", 2)
     assert res.code == 0, res.err
+
+
+def test_lengths_follow_select_and_shuffle():
+    import datasets
+
+    from nlpfit.engines.loop import lengths_of
+
+    ds = datasets.Dataset.from_dict({"input_ids": [[1] * n for n in range(1, 30)]})
+    picked = ds.shuffle(seed=3).select(range(5, 12))
+    assert lengths_of(picked) == [len(x) for x in picked["input_ids"]]

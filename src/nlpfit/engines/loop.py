@@ -27,10 +27,12 @@ def inference_device() -> torch.device:
 def lengths_of(dataset) -> list[int]:
     if "length" in dataset.column_names:
         return list(dataset["length"])
-    col = dataset.data.column("input_ids")
     import pyarrow.compute as pc
 
-    return pc.list_value_length(col).to_pylist()
+    lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy(zero_copy_only=False)
+    if dataset._indices is not None:  # after select / shuffle: rows are read through an index mapping
+        lengths = lengths[dataset._indices.column(0).to_numpy()]
+    return lengths.tolist()
 
 
 class LengthGroupedBatches:
