@@ -68,6 +68,9 @@ def test_train_evaluate_predict(engine, tiny_bert, qa_data, tmp_path, run_cli):
     res = run_cli("evaluate", out, "--data", qa_data, "--split", "validation", "--json")
     assert res.code == 0, res.err
     assert json.loads(res.out)["f1"] == pytest.approx(after["f1"])
+    res = run_cli("evaluate", out, "--data", qa_data / "validation.jsonl", "--json")  # one file: all of it
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["f1"] == pytest.approx(after["f1"])
 
     row = validation[0]
     res = run_cli("predict", out, "--question", row["question"], "--context", row["context"])

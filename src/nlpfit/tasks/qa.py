@@ -197,6 +197,7 @@ class QuestionAnswering(Task):
         super().__init__(cfg)
         self.null_answers = self.opts.null_answers == "yes"
         self.last_predictions: dict[str, str] | None = None
+        self.evaluating = False  # set by load_data(model_dir=...): no split is used for training
 
     # ---- 1. data ----------------------------------------------------------------------------
     def default_data(self) -> list[str]:
@@ -235,6 +236,7 @@ class QuestionAnswering(Task):
             out[split] = check_answers(ds, f"{where} ({split})", fix=o.fix_answer_starts)
         if "train" not in out and model_dir is None:
             raise NlpfitError(f"{where}: no train split")
+        self.evaluating = model_dir is not None  # every split, "train" included, gets evaluation features
         if model_dir is not None:
             self.null_answers = self._trained_null_answers(model_dir)
         elif o.null_answers == "auto":
@@ -289,7 +291,7 @@ class QuestionAnswering(Task):
         max_len, stride = self.max_length(tokenizer), self.opts.stride
         features = datasets.DatasetDict()
         for split, ds in raw.items():
-            fn = train_features if split == "train" else eval_features
+            fn = train_features if split == "train" and not self.evaluating else eval_features
             features[split] = ds.map(fn, batched=True, remove_columns=ds.column_names, desc=f"tokenizing {split}",
                                      fn_kwargs={"tokenizer": tokenizer, "max_length": max_len, "stride": stride})
             if len(features[split]) > len(ds):
