@@ -38,7 +38,7 @@ TABLE_SUFFIXES = {".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".parquet"}
 
 @dataclass
 class Options:
-    max_length: int = opt(384, "Tokens per window (question + context + special tokens).")
+    max_length: int = opt(384, "Tokens per window (question + context + special tokens; 0: the model's maximum).")
     stride: int = opt(128, "Tokens of context shared by consecutive windows of a long context.")
     n_best: int = opt(20, "Start and end candidates per window considered by the post-processing.")
     max_answer_length: int = opt(30, "Longest answer, in tokens.")
@@ -217,7 +217,7 @@ class QuestionAnswering(Task):
 
         cfg, o = self.cfg, self.opts
         where = f"--data {', '.join(cfg.data)}"
-        if not 0 <= o.stride < o.max_length:
+        if o.stride < 0 or 0 < o.max_length <= o.stride:
             raise NlpfitError(f"--stride {o.stride}: must be at least 0 and less than --max-length {o.max_length}")
         if o.n_best < 1 or o.max_answer_length < 1:
             raise NlpfitError("--n-best and --max-answer-length must be at least 1")
