@@ -64,6 +64,8 @@ def test_from_scratch_evaluate_predict(engine, code_dir, tmp_path, run_cli):
     assert before == pytest.approx(math.log(300), abs=0.5)  # a random model: about uniform over the vocabulary
     assert ev["loss"] < before - 0.5
     assert metrics["train"]["steps"] == 12
+    card = (out / "README.md").read_text()
+    assert "base_model" not in card and "random initialisation" in card
 
     res = run_cli("evaluate", out, "--split", "validation", "--json")
     assert res.code == 0, res.err

@@ -32,7 +32,7 @@ from nlpfit.config import opt
 from nlpfit.log import info, warn
 from nlpfit.tasks.base import Task
 
-SCRATCH = "scratch:"  # --model value of a model initialised from --config
+SCRATCH = "scratch"  # --model value of a model initialised from --config (as the model card knows it)
 DEFAULT_NEW_TOKENS = 64
 STREAM_BATCH = 32  # files tokenized at once when streaming
 
@@ -219,11 +219,11 @@ class CausalLM(Task):
         return default_sources()
 
     def default_model(self) -> str:
-        return SCRATCH + self.opts.config
+        return SCRATCH
 
     @property
     def from_scratch(self) -> bool:
-        return not self.cfg.model or self.cfg.model.startswith(SCRATCH)
+        return not self.cfg.model or self.cfg.model == SCRATCH
 
     def corpus(self):
         from nlpfit.data.code import CodeCorpus, parse_keywords
