@@ -99,6 +99,16 @@ def test_train_evaluate_predict(engine, tiny_bert, qa_data, tmp_path, run_cli):
         logits = model(**tok("What is the code?", "The code is red fox.", return_tensors="pt")).start_logits
     assert logits.shape[0] == 1
 
+    # and transformers.pipeline loads it (transformers 5 has no built-in question-answering pipeline:
+    # OUT ships one, with the same windows and post-processing)
+    from transformers import pipeline
+
+    qa = pipeline("question-answering", model=str(out), trust_remote_code=True)
+    for row in validation[:5]:
+        got = qa(question=row["question"], context=row["context"])
+        assert got["answer"] == preds[row["id"]]
+        assert set(got) == {"answer", "score", "start", "end"}
+
 
 def test_long_contexts_are_answered_from_later_windows(tiny_bert, tmp_path, run_cli):
     """SQuAD 1.1 data (every question answered) with contexts of many windows."""
@@ -121,6 +131,11 @@ def test_long_contexts_are_answered_from_later_windows(tiny_bert, tmp_path, run_
     assert metrics["eval"]["f1"] > metrics["history"][0]["eval"]["f1"] + 20
     preds = json.loads((out / "predictions.json").read_text())
     assert all(p for p in preds.values())  # SQuAD 1.1: never an empty answer
+    from transformers import pipeline
+
+    qa = pipeline("question-answering", model=str(out), trust_remote_code=True)
+    for r in rows[120:125]:
+        assert qa({"question": r["question"], "context": r["context"]})["answer"] == preds[r["id"]]
 
 
 def one_error(res) -> str:

@@ -117,7 +117,9 @@ def train(cfg: RunConfig) -> dict:
             "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
             "runtime_s": round(time.time() - started, 1), "num_processes": state.num_processes,
             "device": str(state.device)})
-        (out.staging / "README.md").write_text(model_card(task, cfg, metrics, cfg.model), encoding="utf-8")
+        custom = bool(getattr(result.model.config, "custom_pipelines", None))
+        (out.staging / "README.md").write_text(model_card(task, cfg, metrics, cfg.model, custom_pipeline=custom),
+                                               encoding="utf-8")
         if hasattr(task, "extra_artifacts"):  # task outputs beside the model (e.g. predictions of the last evaluation)
             task.extra_artifacts(out.staging)
         out.commit()

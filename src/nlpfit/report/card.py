@@ -9,7 +9,7 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def model_card(task, cfg, metrics: dict, base_model: str) -> str:
+def model_card(task, cfg, metrics: dict, base_model: str, custom_pipeline: bool = False) -> str:
     name = cfg.out.name
     eval_m = {k: v for k, v in (metrics.get("eval") or {}).items() if not isinstance(v, (dict, list))}
     test_m = {k: v for k, v in (metrics.get("test") or {}).items() if not isinstance(v, (dict, list))}
@@ -42,7 +42,9 @@ def model_card(task, cfg, metrics: dict, base_model: str) -> str:
     if table:
         lines += ["", "```", table, "```"]
     lines += ["", "## Use", "", "```python", "from transformers import pipeline", "",
-              f'pipe = pipeline("{task.pipeline}", model="{name}")', "```", "",
+              f'pipe = pipeline("{task.pipeline}", model="{name}"'
+              + (", trust_remote_code=True)  # the pipeline ships in this folder" if custom_pipeline else ")"),
+              "```", "",
               f"or `nlpfit predict {name} ...`; `run.json` holds the full configuration and `metrics.json` "
               "the metrics per epoch.", ""]
     return "\n".join(lines)

@@ -16,6 +16,16 @@ REGISTRY: dict[str, tuple[str, str, dict, str]] = {
             "Part-of-speech tagging (token classification on pos_tags)."),
     "chunk": ("nlpfit.tasks.token_classification", "TokenClassification", {"label_column": "chunk_tags"},
               "Chunking (token classification on chunk_tags)."),
+    "mlm": ("nlpfit.tasks.mlm", "MaskedLM", {},
+            "Masked-language-model domain adaptation (fill-mask; perplexity on masked tokens)."),
+    "qa": ("nlpfit.tasks.qa", "QuestionAnswering", {},
+           "Extractive question answering (SQuAD: answer spans in long contexts; exact match and F1)."),
+    "translation": ("nlpfit.tasks.seq2seq", "Translation", {},
+                    "Translation (encoder-decoder; generation-based evaluation with sacreBLEU BLEU and chrF)."),
+    "summarization": ("nlpfit.tasks.seq2seq", "Summarization", {},
+                      "Summarization (encoder-decoder; generation-based evaluation with ROUGE)."),
+    "clm": ("nlpfit.tasks.clm", "CausalLM", {},
+            "Causal language model from scratch (GPT-2 code completion; loss and perplexity)."),
 }
 
 

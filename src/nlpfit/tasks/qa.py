@@ -31,7 +31,10 @@ from nlpfit import NlpfitError
 from nlpfit.config import opt
 from nlpfit.log import info, warn
 from nlpfit.models import MINILM, load_model, load_tokenizer, resolve_model
+from nlpfit.tasks._qa_pipeline import best_answers, cls_position, window_features, windows
 from nlpfit.tasks.base import Task
+
+PIPELINE_FILE = "qa_pipeline.py"  # copied into OUT so that transformers.pipeline can load it
 
 TABLE_SUFFIXES = {".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".parquet"}
 
@@ -55,15 +58,18 @@ class PredictOptions:
 
 
 # ---- 2. features --------------------------------------------------------------------------------
+def _window_error(exc: Exception, max_length: int, stride: int) -> NlpfitError:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return NlpfitError(f"--max-length {max_length} / --stride {stride}: cannot cut windows ({msg}); "
+                       "a question leaves too little room: raise --max-length or lower --stride")
+
+
 def tokenize_windows(tokenizer, questions: list[str], contexts: list[str], max_length: int, stride: int):
     """Question first, context second; only the context is truncated, overflowing windows kept."""
     try:
-        return tokenizer([q.lstrip() for q in questions], contexts, truncation="only_second", max_length=max_length,
-                         stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True)
+        return windows(tokenizer, questions, contexts, max_length, stride)
     except Exception as exc:  # the question alone does not leave room for the stride
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NlpfitError(f"--max-length {max_length} / --stride {stride}: cannot cut windows ({msg}); "
-                          "a question leaves too little room: raise --max-length or lower --stride") from None
+        raise _window_error(exc, max_length, stride) from None
 
 
 def context_span(sequence_ids: list) -> tuple[int, int]:
@@ -71,11 +77,6 @@ def context_span(sequence_ids: list) -> tuple[int, int]:
     start = sequence_ids.index(1)
     end = len(sequence_ids) - 1 - sequence_ids[::-1].index(1)
     return start, end
-
-
-def cls_position(input_ids: list[int], tokenizer) -> int:
-    cls = tokenizer.cls_token_id
-    return input_ids.index(cls) if cls is not None and cls in input_ids else 0
 
 
 def answer_positions(offsets: list, sequence_ids: list, answer_start: int, answer_end: int, cls: int) -> tuple[int, int]:
@@ -112,75 +113,11 @@ def train_features(batch, tokenizer, max_length: int, stride: int) -> dict:
 
 
 def eval_features(batch, tokenizer, max_length: int, stride: int) -> dict:
-    enc = tokenize_windows(tokenizer, batch["question"], batch["context"], max_length, stride)
-    sample_map = enc.pop("overflow_to_sample_mapping")
-    enc["example_id"] = [batch["id"][s] for s in sample_map]
-    enc["cls_index"] = [cls_position(ids, tokenizer) for ids in enc["input_ids"]]
-    enc["offset_mapping"] = [[list(o) if sid == 1 else None for o, sid in zip(offsets, enc.sequence_ids(i))]
-                             for i, offsets in enumerate(enc["offset_mapping"])]
-    return enc
-
-
-# ---- 3. post-processing -------------------------------------------------------------------------
-def _softmax(x):
-    import numpy as np
-
-    e = np.exp(x - x.max())
-    return e / e.sum()
-
-
-def best_answers(examples, features, start_logits, end_logits, *, n_best: int = 20, max_answer_length: int = 30,
-                 null_answers: bool = False, null_threshold: float = 0.0) -> dict[str, dict]:
-    """The answer to every example from the logits of all its windows.
-
-    `examples`: dicts with id and context.  `features`: dicts with example_id, offset_mapping
-    (None outside the context) and cls_index.  `start_logits[i]` / `end_logits[i]`: the logits of
-    feature i (possibly padded beyond its length, e.g. with -100; padding is never in the context).
-    Returns id -> {text, start, end, score (start+end logit), probability}; an empty text (start
-    and end None) is the null answer.
-    """
-    import numpy as np
-
-    by_example: dict[str, list[int]] = {}
-    for i, f in enumerate(features):
-        by_example.setdefault(f["example_id"], []).append(i)
-    answers = {}
-    for ex in examples:
-        best, null = None, None
-        for i in by_example.get(ex["id"], []):
-            offsets = features[i]["offset_mapping"]
-            n = len(offsets)
-            s_log = np.asarray(start_logits[i][:n], dtype=np.float64)
-            e_log = np.asarray(end_logits[i][:n], dtype=np.float64)
-            cls = features[i].get("cls_index", 0) or 0
-            allowed = np.array([o is not None for o in offsets])
-            if null_answers:
-                allowed[cls] = True
-            s_prob = np.zeros(n)
-            e_prob = np.zeros(n)
-            s_prob[allowed], e_prob[allowed] = _softmax(s_log[allowed]), _softmax(e_log[allowed])
-            null_score = float(s_log[cls] + e_log[cls])
-            if null is None or null_score < null["score"]:  # the window most sure that there is an answer
-                null = {"text": "", "start": None, "end": None, "score": null_score,
-                        "probability": float(s_prob[cls] * e_prob[cls])}
-            s_top = [j for j in np.argsort(s_log)[::-1][:n_best] if offsets[j] is not None]
-            e_top = [j for j in np.argsort(e_log)[::-1][:n_best] if offsets[j] is not None]
-            for s in s_top:
-                for e in e_top:
-                    if e < s or e - s + 1 > max_answer_length:
-                        continue
-                    score = float(s_log[s] + e_log[e])
-                    if best is None or score > best["score"]:
-                        start, end = offsets[s][0], offsets[e][1]
-                        best = {"text": ex["context"][start:end], "start": start, "end": end, "score": score,
-                                "probability": float(s_prob[s] * e_prob[e])}
-        if best is None:
-            best = null if null is not None else {"text": "", "start": None, "end": None, "score": float("-inf"),
-                                                  "probability": 0.0}
-        elif null_answers and null is not None and null["score"] - best["score"] > null_threshold:
-            best = null
-        answers[ex["id"]] = best
-    return answers
+    """Windows with their example id, CLS index and offsets of the context tokens (None elsewhere)."""
+    try:
+        return window_features(batch, tokenizer, max_length, stride)
+    except Exception as exc:
+        raise _window_error(exc, max_length, stride) from None
 
 
 class QuestionAnswering(Task):
@@ -264,6 +201,15 @@ class QuestionAnswering(Task):
         path = resolve_model(self.cfg.model)
         tokenizer = self._tokenizer(path)
         model = load_model(AutoModelForQuestionAnswering, path, "question-answering")
+        # transformers.pipeline("question-answering", model=OUT, trust_remote_code=True) runs the same
+        # windows and post-processing, with this run's settings (see _qa_pipeline.py)
+        o = self.opts
+        model.config.qa_settings = {"max_length": self.max_length(tokenizer), "stride": o.stride, "n_best": o.n_best,
+                                    "max_answer_length": o.max_answer_length, "null_answers": self.null_answers,
+                                    "null_threshold": o.null_threshold}
+        model.config.custom_pipelines = {self.pipeline: {
+            "impl": PIPELINE_FILE.removesuffix(".py") + ".ExtractiveQuestionAnsweringPipeline",
+            "pt": ["AutoModelForQuestionAnswering"], "tf": [], "type": "text"}}
         return model, tokenizer
 
     def load_trained(self, out_dir: str):
@@ -336,7 +282,11 @@ class QuestionAnswering(Task):
         return "\n".join(lines)
 
     def extra_artifacts(self, out_dir) -> None:
-        """OUT/predictions.json: id -> answer text of the last evaluation (test split when there is one)."""
+        """OUT/predictions.json: id -> answer text of the last evaluation (test split when there is one),
+        and the pipeline module that lets transformers.pipeline load OUT."""
+        import shutil
+
+        shutil.copyfile(Path(__file__).with_name("_qa_pipeline.py"), Path(out_dir) / PIPELINE_FILE)
         if self.last_predictions is not None:
             (Path(out_dir) / "predictions.json").write_text(
                 json.dumps(self.last_predictions, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
