@@ -143,3 +143,23 @@ def ner_data(tmp_path) -> Path:
     write_conll(folder / "dev.conll", make_ner_sentences(40, seed=2))
     write_conll(folder / "test.conll", make_ner_sentences(40, seed=3))
     return folder
+
+
+def torchrun_then_evaluate(args: list, out: Path, port: int) -> tuple[dict, dict]:
+    """Train with `torchrun --nproc_per_node 2` on CPU (gloo), then evaluate the saved model in one
+    process; return (the 2-process metrics.json, the 1-process validation metrics)."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "nlpfit", *map(str, args)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["num_processes"] == 2
+    one = subprocess.run([sys.executable, "-m", "nlpfit", "evaluate", str(out), "--split", "validation", "--json"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    return metrics, json.loads(one.stdout)

@@ -1,13 +1,12 @@
 """Engine behaviour: resume after an interruption, equal metrics from both engines, two processes."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import torchrun_then_evaluate
 
 
 def _weights(folder: Path) -> dict:
@@ -95,18 +94,8 @@ def test_both_engines_give_equal_metrics_for_the_same_model(tiny_bert, ner_data,
 def test_two_processes_match_one(tiny_bert, ner_data, tmp_path):
     """`torchrun --nproc_per_node 2` on CPU (gloo): the 2-process eval metrics equal a 1-process evaluation."""
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "nlpfit", *map(str, _train_args(tiny_bert, ner_data, out, "accelerate", "--epochs", 1,
-                                                 "--eval-batch-size", 5))]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["train"]["num_processes"] == 2
-    one = subprocess.run([sys.executable, "-m", "nlpfit", "evaluate", str(out), "--split", "validation", "--json"],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-2000:]
-    single = json.loads(one.stdout)
+    args = _train_args(tiny_bert, ner_data, out, "accelerate", "--epochs", 1, "--eval-batch-size", 5)
+    metrics, single = torchrun_then_evaluate(args, out, 29517)
     for key in ("precision", "recall", "f1", "accuracy"):
         assert metrics["eval"][key] == pytest.approx(single[key]), key
     assert metrics["eval"]["loss"] == pytest.approx(single["loss"], rel=1e-4)

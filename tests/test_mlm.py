@@ -274,26 +274,13 @@ def test_whole_word_masking_with_the_trainer(tiny_bert, text_file, tmp_path, run
 
 def test_two_processes_give_the_same_perplexity(tiny_bert, text_file, tmp_path):
     """`torchrun --nproc_per_node 2` on CPU: the fixed eval masks and summed losses give one figure."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from conftest import torchrun_then_evaluate
 
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     args = ["train", "mlm", "--data", text_file, "--model", tiny_bert, "--output", out, "--epochs", 1,
             "--batch-size", 8, "--lr", 3e-3, "--chunk-size", 32, "--train-size", 32, "--test-size", 21,
             "--eval-batch-size", 4, "--no-eval-before"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-           "-m", "nlpfit", *map(str, args)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["train"]["num_processes"] == 2
-    one = subprocess.run([sys.executable, "-m", "nlpfit", "evaluate", str(out), "--split", "validation", "--json"],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-2000:]
-    single = json.loads(one.stdout)
+    metrics, single = torchrun_then_evaluate(args, out, 29531)
     assert metrics["eval"]["masked_tokens"] == single["masked_tokens"]
     assert metrics["eval"]["perplexity"] == pytest.approx(single["perplexity"], rel=1e-5)
 

@@ -136,7 +136,7 @@ def _predict_options() -> list[click.Option]:
 def _read_inputs(texts, input_file) -> list:
     items = list(texts)
     if input_file:
-        from nlpfit.data import read_lines
+        from nlpfit.data import json_object, read_lines
 
         path = Path(input_file)
         if not path.is_file():
@@ -145,12 +145,7 @@ def _read_inputs(texts, input_file) -> list:
             if not line.strip():
                 continue
             if path.suffix.lower() in (".jsonl", ".json") or line.lstrip().startswith("{"):
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise NlpfitError(f"{input_file}:{i}: invalid JSON ({exc.msg})") from None
-                if not isinstance(obj, dict):
-                    raise NlpfitError(f"{input_file}:{i}: expected a JSON object")
+                obj = json_object(line, input_file, i)
                 items.append(obj.get("text", obj) if set(obj) <= {"text", "id"} else obj)
             else:
                 items.append(line)

@@ -142,13 +142,7 @@ def read_table(path: Path):
         for i, line in enumerate(lines, 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise NlpfitError(f"{path}:{i}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise NlpfitError(f"{path}:{i}: expected a JSON object per line")
-            rows.append(row)
+            rows.append(json_object(line, path, i))
         if not rows:
             raise NlpfitError(f"{path}: empty file")
         try:
@@ -180,6 +174,19 @@ def read_table(path: Path):
         except Exception as exc:
             raise NlpfitError(f"{path}: cannot read Parquet ({str(exc).splitlines()[0]})") from None
     raise NlpfitError(f"{path}: unsupported file type {suffix or '(none)'}")
+
+
+def json_object(line: str, path, lineno: int) -> dict:
+    """One JSON Lines record, or an error naming the file and line."""
+    import json
+
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise NlpfitError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+    if not isinstance(row, dict):
+        raise NlpfitError(f"{path}:{lineno}: expected a JSON object per line")
+    return row
 
 
 def _is_jsonl(lines: list[str]) -> bool:
