@@ -151,9 +151,12 @@ def train(task, cfg, model, tokenizer, features, raw, checkpoint_dir: Path) -> T
         epoch_loss = accelerator.reduce(loss_sum / max(n_loss, 1), reduction="mean").item()
         finished = state["step_in_epoch"] >= updates_per_epoch or state["global_step"] >= total_updates
         state["epoch"], state["step_in_epoch"] = epoch + 1, 0
-        last_eval = run_eval(f"epoch {epoch + 1}")
-        history.append({"epoch": epoch + 1, "step": state["global_step"], "train_loss": epoch_loss,
-                        "eval": summary(last_eval)})
+        if history and history[-1]["step"] == state["global_step"] and "train_loss" not in history[-1]:
+            history[-1].update(epoch=epoch + 1, train_loss=epoch_loss)  # --eval-steps just evaluated this step
+        else:
+            last_eval = run_eval(f"epoch {epoch + 1}")
+            history.append({"epoch": epoch + 1, "step": state["global_step"], "train_loss": epoch_loss,
+                            "eval": summary(last_eval)})
         if finished and state["global_step"] < total_updates:
             save_checkpoint(accelerator, checkpoint_dir, state)
         if state["global_step"] >= total_updates:
