@@ -78,7 +78,7 @@ class TokenClassification(Task):
     Options = Options
     PredictOptions = PredictOptions
     # measured on WNUT-16 with MiniLM (README: "Choosing the default recipe")
-    defaults = {"lr": 2e-4, "warmup_ratio": 0.1, "epochs": 3.0, "batch_size": 16}
+    defaults = {"lr": 2e-4, "warmup_ratio": 0.0, "epochs": 3.0, "batch_size": 16}
     main_metric = "f1"
     greater_is_better = True
 
