@@ -4,9 +4,10 @@
    the course's plain recipe (Trainer, random order, DataCollatorForTokenClassification, lr 5e-5,
    batch 16) versus `nlpfit train ner` on the accelerate engine (its default recipe, length-grouped
    batches).  Evaluation time is not counted for either.
-2. Prediction on the held-out sentences with one trained model: the plain
+2. Prediction on the held-out sentences with one trained model (loading included): the plain
    `pipeline("token-classification")` called on each text, as the course does, versus
-   `nlpfit predict` (texts sorted by length, batched, inference mode).  Outputs must be equal.
+   `nlpfit predict` (texts sorted by length, batched, inference mode; fp32 and bf16), with the
+   share of texts whose entities (type, start, end) equal the plain pipeline's.
 
 Prints real (non-padding) tokens per second, sentences per second and the ratios.
 
@@ -28,11 +29,10 @@ import torch  # noqa: E402
 
 
 def default_data(max_train: int):
-    from nlpfit.config import RunConfig
     from nlpfit.run import resolve
-    from nlpfit.tasks import make_task
+    from nlpfit.tasks import default_config, make_task
 
-    cfg = RunConfig(task="ner", task_options={"label_column": "ner_tags"}, output="unused")
+    cfg = default_config("ner", output="unused")  # nlpfit's default recipe
     task = make_task(cfg)
     resolve(cfg, task)
     raw = task.load_data()
@@ -94,37 +94,45 @@ def plain_trainer_epoch(model_path: str, raw, labels: list[str], out: str) -> di
     return {"seconds": seconds, "tokens": real, "sentences": len(train), "padding": 1 - real / padded[0]}
 
 
-def nlpfit_epoch(cfg, out: str, max_train: int) -> dict:
-    from nlpfit.engines.loop import LengthGroupedBatches, lengths_of
-    from nlpfit.run import train
+def nlpfit_epoch(out: str, max_train: int, precision: str = "no") -> dict:
+    """`nlpfit train ner --epochs 1` with the default recipe, in a child process (one precision each)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    cfg.output, cfg.epochs, cfg.overwrite, cfg.max_train_samples = out, 1.0, True, max_train
-    cfg.task_options = {"label_column": "ner_tags"}
-    res = train(cfg)
-    m = res["metrics"]["train"]
+    cmd = [sys.executable, "-m", "nlpfit", "train", "ner", "--output", out, "--epochs", "1", "--overwrite",
+           "--max-train-samples", str(max_train), "--mixed-precision", precision]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = json.loads((Path(out) / "metrics.json").read_text())
+    m = metrics["train"]
     return {"seconds": m["runtime_s"], "tokens": m["tokens_per_second"] * m["runtime_s"],
-            "sentences": m["samples_per_second"] * m["runtime_s"], "f1": res["metrics"]["eval"]["f1"]}
+            "sentences": m["samples_per_second"] * m["runtime_s"], "f1": metrics["eval"]["f1"]}
 
 
-def predict_both(model_dir: str, texts: list[str]) -> tuple[dict, dict]:
+def entity_keys(entities: list[dict]) -> list[tuple]:
+    return [(e.get("entity_group"), e["start"], e["end"]) for e in entities]
+
+
+def predict_all(model_dir: str, texts: list[str]) -> list[dict]:
+    """Plain pipeline, one text per call (model loading included), then nlpfit predict in fp32 and bf16."""
     from transformers import pipeline
 
     from nlpfit.run import predict
 
+    start = time.perf_counter()
     pipe = pipeline("token-classification", model=model_dir, aggregation_strategy="simple")
-    pipe(texts[0])  # warm-up, both sides
-    start = time.perf_counter()
     plain = [pipe(t) for t in texts]
-    t_plain = time.perf_counter() - start
-    list(predict(model_dir, texts[:1], {"aggregation": "simple"}))
-    start = time.perf_counter()
-    ours = list(predict(model_dir, texts, {"aggregation": "simple"}))
-    t_ours = time.perf_counter() - start
-    same = all([(e["entity_group"], e["start"], e["end"]) for e in p] ==
-               [(e["entity_group"], e["start"], e["end"]) for e in o["entities"]] for p, o in zip(plain, ours))
+    rows = [{"seconds": time.perf_counter() - start, "entities": [entity_keys(p) for p in plain]}]
+    for precision in ("fp32", "bf16"):
+        start = time.perf_counter()
+        ours = list(predict(model_dir, texts, {"aggregation": "simple", "precision": precision}))
+        rows.append({"seconds": time.perf_counter() - start, "entities": [entity_keys(o["entities"]) for o in ours]})
     tokens = sum(len(x) for x in pipe.tokenizer(texts)["input_ids"])
-    return ({"seconds": t_plain, "tokens": tokens, "sentences": len(texts)},
-            {"seconds": t_ours, "tokens": tokens, "sentences": len(texts), "same_entities": same})
+    for r in rows:
+        r.update(tokens=tokens, sentences=len(texts),
+                 same=sum(a == b for a, b in zip(r["entities"], rows[0]["entities"])) / len(texts))
+    return rows
 
 
 def row(name: str, r: dict) -> str:
@@ -146,25 +154,27 @@ def main() -> None:
         from nlpfit.models import packaged_minilm
 
         plain = plain_trainer_epoch(packaged_minilm(), raw, task.labels, f"{tmp}/plain")
-        ours = nlpfit_epoch(cfg, f"{tmp}/ours", max_train)
-        p_plain, p_ours = predict_both(f"{tmp}/ours", texts)
+        ours = nlpfit_epoch(f"{tmp}/ours", max_train)
+        ours_bf16 = nlpfit_epoch(f"{tmp}/ours-bf16", max_train, "bf16")
+        p_plain, p_ours, p_bf16 = predict_all(f"{tmp}/ours", texts)
+    speed = lambda r: r["tokens"] / r["seconds"]  # noqa: E731
     print()
-    print("| one epoch of training | real tokens/s | sentences/s | seconds |")
-    print("|---|---|---|---|")
-    print(row("transformers Trainer, course recipe (random order)", plain))
-    print(row("nlpfit accelerate engine (length-grouped)", ours))
-    print(f"| **ratio** | **{(ours['tokens'] / ours['seconds']) / (plain['tokens'] / plain['seconds']):.2f}x** | "
-          f"**{(ours['sentences'] / ours['seconds']) / (plain['sentences'] / plain['seconds']):.2f}x** | |")
-    print(f"\npadding in the plain recipe's batches: {plain['padding']:.1%}; validation F1 after this epoch "
-          f"(nlpfit): {ours['f1']:.3f}")
+    print("| one epoch of training | real tokens/s | sentences/s | seconds | ratio | validation F1 |")
+    print("|---|---|---|---|---|---|")
+    print(row("transformers Trainer, course recipe (random order)", plain) + " 1.00x | |")
+    print(row("nlpfit, accelerate engine (length-grouped, fused AdamW)", ours)
+          + f" **{speed(ours) / speed(plain):.2f}x** | {ours['f1']:.3f} |")
+    print(row("nlpfit, same with --mixed-precision bf16", ours_bf16)
+          + f" **{speed(ours_bf16) / speed(plain):.2f}x** | {ours_bf16['f1']:.3f} |")
+    print(f"\npadding in the plain recipe's batches: {plain['padding']:.1%}")
     print()
-    print("| prediction | real tokens/s | sentences/s | seconds |")
-    print("|---|---|---|---|")
-    print(row("transformers pipeline, one text per call", p_plain))
-    print(row("nlpfit predict (sorted, batched)", p_ours))
-    print(f"| **ratio** | **{p_plain['seconds'] / p_ours['seconds']:.2f}x** | "
-          f"**{p_plain['seconds'] / p_ours['seconds']:.2f}x** | |")
-    print(f"\nsame entities (type, start, end) from both: {p_ours['same_entities']}")
+    print("| prediction (model loading included) | real tokens/s | sentences/s | seconds | ratio | same entities |")
+    print("|---|---|---|---|---|---|")
+    print(row("transformers pipeline, one text per call", p_plain) + " 1.00x | |")
+    print(row("nlpfit predict (sorted, batched, inference mode)", p_ours)
+          + f" **{p_plain['seconds'] / p_ours['seconds']:.2f}x** | {p_ours['same']:.1%} |")
+    print(row("nlpfit predict --precision bf16", p_bf16)
+          + f" **{p_plain['seconds'] / p_bf16['seconds']:.2f}x** | {p_bf16['same']:.1%} |")
 
 
 if __name__ == "__main__":

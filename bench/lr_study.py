@@ -23,14 +23,12 @@ GRID = ["5e-5:0:linear", "1e-4:0:linear", "1e-4:0.1:linear", "2e-4:0.1:linear", 
 
 
 def run(lr: float, warmup: float, schedule: str, epochs: float, engine: str) -> dict:
-    from nlpfit.config import RunConfig
     from nlpfit.run import train
+    from nlpfit.tasks import default_config
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = RunConfig(output=f"{tmp}/out", lr=lr, warmup_ratio=warmup, scheduler=schedule, epochs=epochs,
-                        engine=engine, batch_size=16, task="ner",
-                        task_options={"label_column": "ner_tags", "tokens_column": "tokens",
-                                      "label_all_subtokens": True, "max_length": 0})
+        cfg = default_config("ner", output=f"{tmp}/out", lr=lr, warmup_ratio=warmup, scheduler=schedule,
+                             epochs=epochs, engine=engine, batch_size=16)
         start = time.perf_counter()
         res = train(cfg)
         m = res["metrics"]

@@ -43,7 +43,8 @@ class RunConfig:
     scheduler: str = opt("linear", "Learning-rate schedule after warmup.", choices=("linear", "cosine", "constant"))
     max_grad_norm: float = opt(1.0, "Gradient clipping norm (0 disables).")
     seed: int = opt(42, "Random seed (data order, initialisation, dropout).")
-    mixed_precision: str = opt("no", "Mixed precision on GPUs.", choices=("no", "fp16", "bf16"))
+    mixed_precision: str = opt("no", "Mixed precision: fp16 on GPUs; bf16 on GPUs and on CPUs with AVX-512 BF16.",
+                               choices=("no", "fp16", "bf16"))
     group_by_length: bool = opt(True, "Batch examples of similar length together (seeded, batches shuffled).")
     eval_steps: int = opt(0, "Also evaluate every N optimizer steps (0: once per epoch).")
     eval_before: bool = opt(False, "Evaluate once before training.")

@@ -76,7 +76,7 @@ def train(task, cfg, model, tokenizer, features, raw, checkpoint_dir: Path) -> T
         lr_scheduler_type="constant_with_warmup" if cfg.scheduler == "constant" else cfg.scheduler,
         gradient_accumulation_steps=cfg.grad_accum,
         max_grad_norm=cfg.max_grad_norm,
-        optim="adamw_torch",
+        optim="adamw_torch_fused",
         seed=cfg.seed,
         data_seed=cfg.seed,
         fp16=cfg.mixed_precision == "fp16",

@@ -49,3 +49,17 @@ def make_task(cfg):
 
 def task_help(name: str) -> str:
     return REGISTRY[name][3]
+
+
+def default_config(name: str, **overrides):
+    """The RunConfig that `nlpfit train NAME` gets with no flags (task defaults and presets), plus overrides."""
+    import dataclasses
+
+    from nlpfit.config import RunConfig
+
+    cls = task_class(name)
+    options = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+               for f in dataclasses.fields(cls.Options)}
+    options.update(task_presets(name))
+    options.update(overrides.pop("task_options", {}))
+    return RunConfig(**{**cls.defaults, **overrides}, task=name, task_options=options)

@@ -42,6 +42,8 @@ class Options:
 class PredictOptions:
     aggregation: str = opt("simple", "How sub-token predictions form entities.",
                            choices=("simple", "first", "average", "max", "none"))
+    precision: str = opt("fp32", "Inference precision; bf16 (bfloat16 autocast) is about 2x faster on GPUs and on "
+                         "CPUs with AVX-512 BF16, and may change borderline predictions.", choices=("fp32", "bf16"))
 
 
 def sort_labels(names: set[str]) -> list[str]:
@@ -255,30 +257,56 @@ class TokenClassification(Task):
 
     # ---- 4. prediction ----------------------------------------------------------------------
     def predict(self, out_dir, inputs, popts):
-        """Entities of each text, offsets into the original text; texts batched by length."""
+        """Entities of each text, offsets into the original text.
+
+        Texts are tokenized in one call, sorted by length and run in padded batches under inference
+        mode; each text's logits then go through the token-classification pipeline's own
+        post-processing (scores, aggregation, offsets), so entities are exactly the pipeline's.
+        """
         from transformers import pipeline
 
         from nlpfit.engines.loop import inference_device
 
-        pipe = pipeline("token-classification", model=out_dir, device=inference_device(),
-                        aggregation_strategy=popts.aggregation)
-        for text, entities in zip(inputs, run_sorted(pipe, inputs, self.cfg.eval_batch_size)):
-            yield {"text": text, "entities": [_entity(e) for e in entities]}
+        for item in inputs:
+            if not isinstance(item, str):
+                raise NlpfitError("token classification predicts on texts: give strings or JSON Lines with a text field")
+        pipe = pipeline("token-classification", model=out_dir, device=inference_device())
+        _, _, post = pipe._sanitize_parameters(aggregation_strategy=popts.aggregation)
+        batch_size = getattr(popts, "batch_size", None) or self.cfg.eval_batch_size
+        for text, outputs in zip(inputs, batched_logits(pipe.model, pipe.tokenizer, inputs, batch_size,
+                                                        bf16=popts.precision == "bf16")):
+            yield {"text": text, "entities": [_entity(e) for e in pipe.postprocess([outputs], **post)]}
 
     def card_data(self):
         return {"labels": self.labels, "label_column": self.opts.label_column}
 
 
-def run_sorted(pipe, texts: list[str], batch_size: int) -> list:
-    """Run a pipeline on texts sorted by length (less padding), results in input order."""
+def batched_logits(model, tokenizer, texts: list[str], batch_size: int, bf16: bool = False):
+    """Per text, the model outputs the token-classification pipeline post-processes, computed in
+    batches of texts of similar length (longest first) under inference mode; yielded in input order."""
     import torch
 
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-    results: list = [None] * len(texts)
-    with torch.inference_mode():
-        for i, res in zip(order, pipe([texts[i] for i in order], batch_size=batch_size)):
-            results[i] = res
-    return results
+    enc = tokenizer(texts, truncation=True, return_special_tokens_mask=True, return_offsets_mapping=True)
+    names = [k for k in tokenizer.model_input_names if k in enc]
+    order = sorted(range(len(texts)), key=lambda i: -len(enc["input_ids"][i]))
+    results: dict[int, dict] = {}
+    device = model.device
+    next_out = 0
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = tokenizer.pad({k: [enc[k][i] for i in idx] for k in names}, return_tensors="pt")
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+            for row, i in enumerate(idx):
+                n = len(enc["input_ids"][i])
+                rows = slice(-n, None) if tokenizer.padding_side == "left" else slice(0, n)
+                results[i] = {"logits": logits[row:row + 1, rows], "input_ids": torch.tensor([enc["input_ids"][i]]),
+                              "offset_mapping": torch.tensor([enc["offset_mapping"][i]]),
+                              "special_tokens_mask": torch.tensor([enc["special_tokens_mask"][i]]),
+                              "sentence": texts[i], "is_last": True}
+            while next_out in results:  # stream out what is ready, in input order
+                yield results.pop(next_out)
+                next_out += 1
 
 
 def _entity(e: dict) -> dict:
