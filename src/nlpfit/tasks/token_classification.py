@@ -263,14 +263,13 @@ class TokenClassification(Task):
         mode; each text's logits then go through the token-classification pipeline's own
         post-processing (scores, aggregation, offsets), so entities are exactly the pipeline's.
         """
-        from transformers import pipeline
-
-        from nlpfit.engines.loop import inference_device
-
         for item in inputs:
             if not isinstance(item, str):
                 raise NlpfitError("token classification predicts on texts: give strings or JSON Lines with a text field")
-        pipe = pipeline("token-classification", model=out_dir, device=inference_device())
+        return self.predict_with(load_pipeline(out_dir), inputs, popts)
+
+    def predict_with(self, pipe, inputs, popts):
+        """`predict` with a loaded pipeline (a server or a benchmark loads it once)."""
         _, _, post = pipe._sanitize_parameters(aggregation_strategy=popts.aggregation)
         batch_size = getattr(popts, "batch_size", None) or self.cfg.eval_batch_size
         for text, outputs in zip(inputs, batched_logits(pipe.model, pipe.tokenizer, inputs, batch_size,
@@ -279,6 +278,14 @@ class TokenClassification(Task):
 
     def card_data(self):
         return {"labels": self.labels, "label_column": self.opts.label_column}
+
+
+def load_pipeline(out_dir: str):
+    from transformers import pipeline
+
+    from nlpfit.engines.loop import inference_device
+
+    return pipeline("token-classification", model=out_dir, device=inference_device())
 
 
 def batched_logits(model, tokenizer, texts: list[str], batch_size: int, bf16: bool = False):
