@@ -120,8 +120,7 @@ def train(cfg: RunConfig) -> dict:
         custom = bool(getattr(result.model.config, "custom_pipelines", None))
         (out.staging / "README.md").write_text(model_card(task, cfg, metrics, cfg.model, custom_pipeline=custom),
                                                encoding="utf-8")
-        if hasattr(task, "extra_artifacts"):  # task outputs beside the model (e.g. predictions of the last evaluation)
-            task.extra_artifacts(out.staging)
+        task.extra_artifacts(out.staging)
         out.commit()
         info(f"saved {cfg.out}")
     state.wait_for_everyone()

@@ -95,6 +95,9 @@ class Task:
     def predict(self, out_dir: str, inputs: list, popts) -> Iterable[dict]:
         raise NotImplementedError
 
+    def extra_artifacts(self, folder) -> None:
+        """Write task outputs beside the saved model (e.g. the last evaluation's predictions)."""
+
     def card_data(self) -> dict:
         """Extra facts for the model card."""
         return {}
