@@ -55,6 +55,29 @@ def test_predict_input_file_aggregations_and_offsets(tiny_bert, ner_data, tmp_pa
     tags = {e["entity_group"] for e in json.loads(res.out)["entities"]}
     assert tags and tags <= {"B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"}
 
+    # batched prediction gives exactly the pipeline's entities, for every aggregation strategy, both
+    # for texts with entities and for texts where "O" wins every token (those skip post-processing)
+    from transformers import pipeline
+
+    from conftest import make_ner_sentences
+    from nlpfit.run import load_run
+    from nlpfit.tasks import make_task
+    from nlpfit.tasks.token_classification import PredictOptions, _entity, batched_logits, load_pipeline
+
+    many = [" ".join(w for w, _ in s) for s in make_ner_sentences(30, seed=11)]
+    many += ["moved to last year .", "today", "on Monday .", "is in", "flew from", "  to   last year  ."]
+    task = make_task(load_run(str(out))[0])
+    task.cfg.eval_batch_size = 4  # several batches, each sorted by length
+    ours_pipe = load_pipeline(str(out))
+    for agg in ("simple", "first", "average", "max", "none"):
+        pipe = pipeline("token-classification", model=str(out), aggregation_strategy=agg)
+        ours = [r["entities"] for r in task.predict_with(ours_pipe, many, PredictOptions(aggregation=agg))]
+        plain = [[_entity(e) for e in pipe(t)] for t in many]
+        assert ours == plain, agg
+        assert any(ours) and not all(ours)  # both kinds of text were seen
+    quiet = [o["quiet"] for o in batched_logits(ours_pipe.model, ours_pipe.tokenizer, many, 4, quiet_label=0)]
+    assert any(quiet)  # some texts did skip post-processing
+
 
 def test_pos_on_conll2003_layout(tiny_bert, tmp_path, run_cli):
     from conftest import make_ner_sentences, write_conll
@@ -69,6 +92,19 @@ def test_pos_on_conll2003_layout(tiny_bert, tmp_path, run_cli):
     labels = json.loads((out / "config.json").read_text())["label2id"]
     assert set(labels) == {"NN"}  # the POS column, not the NER one
     assert json.loads((out / "run.json").read_text())["config"]["task_options"]["label_column"] == "pos_tags"
+
+    # no "O" label: every token is a prediction, exactly as the pipeline gives it
+    from transformers import pipeline
+
+    from nlpfit.run import load_run
+    from nlpfit.tasks import make_task
+    from nlpfit.tasks.token_classification import PredictOptions, _entity, load_pipeline
+
+    texts = ["the cat sat .", "Alice moved to Paris"]
+    ours = [r["entities"] for r in make_task(load_run(str(out))[0]).predict_with(
+        load_pipeline(str(out)), texts, PredictOptions(aggregation="none"))]
+    pipe = pipeline("token-classification", model=str(out))
+    assert ours == [[_entity(e) for e in pipe(t)] for t in texts] and all(ours)
 
 
 def test_offline_hub_data_and_push_fail_clearly(tiny_bert, ner_data, tmp_path, run_cli):

@@ -272,8 +272,14 @@ class TokenClassification(Task):
         """`predict` with a loaded pipeline (a server or a benchmark loads it once)."""
         _, _, post = pipe._sanitize_parameters(aggregation_strategy=popts.aggregation)
         batch_size = getattr(popts, "batch_size", None) or self.cfg.eval_batch_size
+        ignored = post.get("ignore_labels") or ["O"]
+        label2id = pipe.model.config.label2id
+        quiet = label2id.get("O") if ignored == ["O"] else None
         for text, outputs in zip(inputs, batched_logits(pipe.model, pipe.tokenizer, inputs, batch_size,
-                                                        bf16=popts.precision == "bf16")):
+                                                        bf16=popts.precision == "bf16", quiet_label=quiet)):
+            if outputs.pop("quiet", False):
+                yield {"text": text, "entities": []}
+                continue
             yield {"text": text, "entities": [_entity(e) for e in pipe.postprocess([outputs], **post)]}
 
     def card_data(self):
@@ -288,9 +294,15 @@ def load_pipeline(out_dir: str):
     return pipeline("token-classification", model=out_dir, device=inference_device())
 
 
-def batched_logits(model, tokenizer, texts: list[str], batch_size: int, bf16: bool = False):
+def batched_logits(model, tokenizer, texts: list[str], batch_size: int, bf16: bool = False,
+                   quiet_label: int | None = None):
     """Per text, the model outputs the token-classification pipeline post-processes, computed in
-    batches of texts of similar length (longest first) under inference mode; yielded in input order."""
+    batches of texts of similar length (longest first) under inference mode; yielded in input order.
+
+    With `quiet_label` (the id of "O"), a text whose every token scores that label strictly highest
+    is marked `quiet`: every aggregation strategy then yields only "O" entities, which the pipeline
+    drops, so its entity list is empty without post-processing (most sentences in NER data).
+    """
     import torch
 
     enc = tokenizer(texts, truncation=True, return_special_tokens_mask=True, return_offsets_mapping=True)
@@ -304,13 +316,18 @@ def batched_logits(model, tokenizer, texts: list[str], batch_size: int, bf16: bo
             idx = order[start:start + batch_size]
             batch = tokenizer.pad({k: [enc[k][i] for i in idx] for k in names}, return_tensors="pt")
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+            if quiet_label is not None:
+                others = torch.cat([logits[..., :quiet_label], logits[..., quiet_label + 1:]], dim=-1)
+                wins = logits[..., quiet_label] > others.amax(dim=-1)
             for row, i in enumerate(idx):
                 n = len(enc["input_ids"][i])
                 rows = slice(-n, None) if tokenizer.padding_side == "left" else slice(0, n)
-                results[i] = {"logits": logits[row:row + 1, rows], "input_ids": torch.tensor([enc["input_ids"][i]]),
-                              "offset_mapping": torch.tensor([enc["offset_mapping"][i]]),
-                              "special_tokens_mask": torch.tensor([enc["special_tokens_mask"][i]]),
-                              "sentence": texts[i], "is_last": True}
+                special = torch.tensor([enc["special_tokens_mask"][i]])
+                # plain lists where the pipeline loops over tokens (iterating tensors costs more than the model)
+                results[i] = {"logits": logits[row:row + 1, rows], "input_ids": [enc["input_ids"][i]],
+                              "offset_mapping": [enc["offset_mapping"][i]], "special_tokens_mask": special,
+                              "sentence": texts[i], "is_last": True,
+                              "quiet": quiet_label is not None and bool((wins[row, rows] | special[0].bool()).all())}
             while next_out in results:  # stream out what is ready, in input order
                 yield results.pop(next_out)
                 next_out += 1
