@@ -96,7 +96,7 @@ def test_model_without_tokenizer_or_of_the_wrong_kind(tiny_bert, ner_data, tmp_p
 
 def test_non_bio_tags_warn(train, tmp_path):
     f = tmp_path / "train.conll"
-    f.write_text("\n\n".join(f"Paris\tLOC\nis\tO\nnice\tO" for _ in range(12)))
+    f.write_text("\n\n".join("Paris\tLOC\nis\tO\nnice\tO" for _ in range(12)))
     res = train(f)
     assert res.code == 0, res.err
     assert "warning: tags are not in BIO form" in res.err

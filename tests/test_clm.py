@@ -5,7 +5,6 @@ streaming with bounded memory."""
 from __future__ import annotations
 
 import json
-import math
 import sysconfig
 from pathlib import Path
 
@@ -270,7 +269,7 @@ def test_streaming_memory_stays_flat(tmp_path):
                               text=True, env={**os.environ, "HF_DATASETS_OFFLINE": "1"}, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         results[n_files] = (json.loads(proc.stdout.strip().splitlines()[-1]), size)
-    (small, small_size), (big, big_size) = results[256], results[1024]
+    (small, _), (big, _) = results[256], results[1024]
     assert small["files"] == 256 and big["files"] == 1024
     assert big["blocks"] > 3.5 * small["blocks"]
     assert big["peak"] < 1.1 * small["peak"] + 256 * 1024, (small, big)  # flat: one map batch + the buffer

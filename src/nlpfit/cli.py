@@ -177,6 +177,23 @@ def predict(model_dir, texts, input_file, batch_size, **task_options):
         click.echo(json.dumps(row, ensure_ascii=False))
 
 
+@cli.command(cls=PredictCommand)
+@click.argument("model_dir")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on (0: any free port).")
+@click.option("--batch-size", type=int, default=None, help="Inference batch size.")
+def serve(model_dir, host, port, batch_size, **task_options):
+    """Serve a trained model over HTTP, loaded once: POST /predict {"inputs": [...], "options": {...}}
+    returns {"predictions": [...]} (the rows of `nlpfit predict`); GET /health, GET /info.
+    The prediction options given here are the defaults a request's "options" can override."""
+    from nlpfit.serve import serve as run_serve
+
+    task_options.pop("_task_options_added", None)
+    if batch_size:
+        task_options["batch_size"] = batch_size
+    run_serve(model_dir, host, port, task_options)
+
+
 @cli.command("tasks")
 def list_tasks():
     """List the tasks nlpfit trains."""

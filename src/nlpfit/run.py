@@ -182,11 +182,18 @@ def evaluate(out_dir: str, data: list[str] | None, split: str, batch_size: int |
     return {"task": task, "metrics": run_eval(task, model, features[split], raw[split], cfg.eval_batch_size)}
 
 
+def predict_options(task, values: dict):
+    """The task's PredictOptions from option values (None or absent: the default); `batch_size`
+    sets the inference batch size."""
+    if values.get("batch_size"):
+        task.cfg.eval_batch_size = int(values["batch_size"])
+    return task.PredictOptions(**{f.name: values[f.name] for f in fields(task.PredictOptions)
+                                  if values.get(f.name) is not None})
+
+
 def predict(out_dir: str, inputs: list, popts_values: dict):
     from nlpfit.tasks import make_task
 
     cfg, _ = load_run(out_dir)
     task = make_task(cfg)
-    popts = task.PredictOptions(**{f.name: popts_values[f.name] for f in fields(task.PredictOptions)
-                                   if popts_values.get(f.name) is not None})
-    return task.predict(out_dir, inputs, popts)
+    return task.predict(out_dir, inputs, predict_options(task, popts_values))

@@ -92,8 +92,21 @@ class Task:
         return None
 
     # ---- use --------------------------------------------------------------------------------
-    def predict(self, out_dir: str, inputs: list, popts) -> Iterable[dict]:
+    def load_predictor(self, out_dir: str) -> Any:
+        """What prediction needs from OUT (a pipeline, or a model and its tokenizer), loaded once."""
         raise NotImplementedError
+
+    def predict_with(self, predictor, inputs: list, popts) -> Iterable[dict]:
+        """One result per input with a loaded predictor (`nlpfit serve` loads it once for all requests)."""
+        raise NotImplementedError
+
+    def check_inputs(self, out_dir: str, inputs: list, popts) -> None:
+        """Reject bad inputs or options before a model is loaded (raise NlpfitError); `predict_with`
+        checks them again, for callers that keep a predictor."""
+
+    def predict(self, out_dir: str, inputs: list, popts) -> Iterable[dict]:
+        self.check_inputs(out_dir, inputs, popts)
+        return self.predict_with(self.load_predictor(out_dir), inputs, popts)
 
     def extra_artifacts(self, folder) -> None:
         """Write task outputs beside the saved model (e.g. the last evaluation's predictions)."""

@@ -25,7 +25,6 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from nlpfit import NlpfitError
 from nlpfit.config import opt
@@ -494,23 +493,31 @@ class CausalLM(Task):
         return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": int(n)}
 
     # ---- 5. prediction --------------------------------------------------------------------------
-    def predict(self, out_dir, inputs, popts):
-        import torch
-        from transformers import pipeline, set_seed
-
-        from nlpfit.engines.loop import inference_device
-
+    def check_inputs(self, out_dir, inputs, popts):
         if popts.num_return_sequences > 1 and popts.temperature <= 0:
             raise NlpfitError("--num-return-sequences > 1 needs sampling: set --temperature (e.g. 0.8)")
         if popts.max_new_tokens < 0:
             raise NlpfitError("--max-new-tokens must be positive (0: the model's generation_config)")
+        if not all(isinstance(text, str) for text in inputs):
+            raise NlpfitError("predict: each input must be a prompt text")
+
+    def load_predictor(self, out_dir):
+        from transformers import pipeline
+
+        from nlpfit.engines.loop import inference_device
+
         pipe = pipeline("text-generation", model=out_dir, device=inference_device())
         if pipe.tokenizer.pad_token is None:
             pipe.tokenizer.pad_token = pipe.tokenizer.eos_token
+        return pipe
+
+    def predict_with(self, pipe, inputs, popts):
+        import torch
+        from transformers import set_seed
+
+        self.check_inputs(None, inputs, popts)
         limit = self._max_positions(pipe.model.config)
         for text in inputs:
-            if not isinstance(text, str):
-                raise NlpfitError("predict: each input must be a prompt text")
             max_new = popts.max_new_tokens or pipe.model.generation_config.max_new_tokens or DEFAULT_NEW_TOKENS
             n_prompt = len(pipe.tokenizer(text)["input_ids"])
             if limit and n_prompt + max_new > limit:

@@ -303,27 +303,21 @@ class MaskedLM(Task):
         return {"loss": loss, "perplexity": perplexity(loss), "masked_tokens": n}
 
     # ---- 4. prediction ------------------------------------------------------------------------
-    def predict(self, out_dir, inputs, popts):
-        """The `top_k` best fillers of each mask; texts may write [MASK] or <mask> for the model's mask."""
+    def check_inputs(self, out_dir, inputs, popts):
+        masked_texts(inputs, load_tokenizer(out_dir).mask_token, popts.top_k)
+
+    def load_predictor(self, out_dir):
         from transformers import pipeline
 
         from nlpfit.engines.loop import inference_device
 
-        if popts.top_k < 1:
-            raise NlpfitError(f"--top-k {popts.top_k}: must be at least 1")
-        tokenizer = load_tokenizer(out_dir)
-        mask = tokenizer.mask_token
-        texts = []
-        for n, text in enumerate(inputs, 1):
-            if not isinstance(text, str):
-                raise NlpfitError(f"input {n}: expected a text, got {type(text).__name__}")
-            for spelling in MASK_SPELLINGS:
-                text = text.replace(spelling, mask)
-            if mask not in text:
-                raise NlpfitError(f"input {n} has no mask token: write {mask} where the missing word goes")
-            texts.append(text)
-        pipe = pipeline("fill-mask", model=out_dir, tokenizer=tokenizer, device=inference_device(), top_k=popts.top_k)
-        for text, result in zip(texts, fill_sorted(pipe, texts, self.cfg.eval_batch_size)):
+        return pipeline("fill-mask", model=out_dir, tokenizer=load_tokenizer(out_dir), device=inference_device())
+
+    def predict_with(self, pipe, inputs, popts):
+        """The `top_k` best fillers of each mask; texts may write [MASK] or <mask> for the model's mask."""
+        tokenizer = pipe.tokenizer
+        texts = masked_texts(inputs, tokenizer.mask_token, popts.top_k)
+        for text, result in zip(texts, fill_sorted(pipe, texts, self.cfg.eval_batch_size, top_k=popts.top_k)):
             per_mask = result if result and isinstance(result[0], list) else [result]
             candidates = [[{"sequence": _strip_specials(c["sequence"], tokenizer), "token": c["token_str"],
                             "score": round(float(c["score"]), 4)}
@@ -335,8 +329,25 @@ class MaskedLM(Task):
                 "mlm_probability": self.probability, "mask_only": self.opts.mask_only}
 
 
-def fill_sorted(pipe, texts: list[str], batch_size: int) -> list:
-    """The fill-mask pipeline on texts sorted by length (less padding), results in input order."""
+def masked_texts(inputs: list, mask: str, top_k: int) -> list[str]:
+    """The texts with every spelling of the mask written as the model's mask token; each must have one."""
+    if top_k < 1:
+        raise NlpfitError(f"--top-k {top_k}: must be at least 1")
+    texts = []
+    for n, text in enumerate(inputs, 1):
+        if not isinstance(text, str):
+            raise NlpfitError(f"input {n}: expected a text, got {type(text).__name__}")
+        for spelling in MASK_SPELLINGS:
+            text = text.replace(spelling, mask)
+        if mask not in text:
+            raise NlpfitError(f"input {n} has no mask token: write {mask} where the missing word goes")
+        texts.append(text)
+    return texts
+
+
+def fill_sorted(pipe, texts: list[str], batch_size: int, **kwargs) -> list:
+    """The fill-mask pipeline on texts sorted by length (less padding), results in input order;
+    `kwargs` go to the pipeline call (e.g. top_k)."""
     import torch
 
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
@@ -344,7 +355,7 @@ def fill_sorted(pipe, texts: list[str], batch_size: int) -> list:
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            out = pipe([texts[i] for i in chunk], batch_size=batch_size)
+            out = pipe([texts[i] for i in chunk], batch_size=batch_size, **kwargs)
             if len(chunk) == 1:  # the pipeline unwraps a one-text list
                 out = [out]
             for i, res in zip(chunk, out):

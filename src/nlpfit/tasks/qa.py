@@ -292,12 +292,11 @@ class QuestionAnswering(Task):
                 json.dumps(self.last_predictions, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
     # ---- 4. prediction ----------------------------------------------------------------------
-    def predict(self, out_dir, inputs, popts):
-        """Answer, score, start and end of each {question, context}, with the training windows."""
-        import torch
+    def check_inputs(self, out_dir, inputs, popts):
+        self.question_items(inputs, popts)
 
-        from nlpfit.engines.loop import inference_device
-
+    def question_items(self, inputs, popts) -> list[dict]:
+        """The {question, context} items to answer: --question/--context first, then the inputs."""
         items = []
         if popts.question is not None or popts.context is not None:
             if not popts.question or not popts.context:
@@ -314,10 +313,22 @@ class QuestionAnswering(Task):
         for i, item in enumerate(items):
             if not item["question"].strip() or not item["context"].strip():
                 raise NlpfitError(f"input {i + 1}: empty question or context")
+        return items
+
+    def load_predictor(self, out_dir):
+        from nlpfit.engines.loop import inference_device
+
         model, tokenizer = self.load_trained(out_dir)
         self.null_answers = self._trained_null_answers(out_dir)
-        device = inference_device()
-        model.to(device).eval()
+        return model.to(inference_device()).eval(), tokenizer
+
+    def predict_with(self, predictor, inputs, popts):
+        """Answer, score, start and end of each {question, context}, with the training windows."""
+        import torch
+
+        model, tokenizer = predictor
+        device = model.device
+        items = self.question_items(inputs, popts)
         examples = [{"id": str(i), "context": it["context"]} for i, it in enumerate(items)]
         enc = eval_features({"id": [e["id"] for e in examples], "question": [it["question"] for it in items],
                              "context": [e["context"] for e in examples]},
@@ -328,7 +339,7 @@ class QuestionAnswering(Task):
         rows = [{k: enc[k][i] for k in names} for i in range(len(feats))]
         collate = self.collator(tokenizer, model)
         starts, ends = [], []
-        bs = getattr(popts, "batch_size", None) or self.cfg.eval_batch_size
+        bs = self.cfg.eval_batch_size
         with torch.inference_mode():
             for b in range(0, len(rows), bs):
                 batch = {k: v.to(device) for k, v in collate(rows[b:b + bs]).items()}

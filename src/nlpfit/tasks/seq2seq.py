@@ -421,16 +421,23 @@ class Seq2Seq(Task):
         shutil.copyfile(Path(__file__).with_name("_seq2seq_pipeline.py"), Path(folder) / PIPELINE_FILE)
 
     # ---- 4. prediction ----------------------------------------------------------------------------
-    def predict(self, out_dir, inputs, popts):
+    def check_inputs(self, out_dir, inputs, popts):
+        for i, x in enumerate(inputs):
+            self.input_text(x, i)
+
+    def load_predictor(self, out_dir):
+        from nlpfit.engines.loop import inference_device
+
+        model, tokenizer = self.load_trained(out_dir)
+        return model.to(inference_device()).eval(), tokenizer
+
+    def predict_with(self, predictor, inputs, popts):
         """Generated text for each input, batched by length with the saved generation_config."""
         import torch
 
-        from nlpfit.engines.loop import inference_device
-
+        model, tokenizer = predictor
+        device = model.device
         texts = [self.input_text(x, i) for i, x in enumerate(inputs)]
-        model, tokenizer = self.load_trained(out_dir)
-        device = inference_device()
-        model.to(device).eval()
         kwargs = {}
         if popts.num_beams:
             kwargs["num_beams"] = popts.num_beams
@@ -439,7 +446,7 @@ class Seq2Seq(Task):
         prefix = self.opts.source_prefix
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         results: list = [None] * len(texts)
-        bs = getattr(popts, "batch_size", None) or self.cfg.eval_batch_size
+        bs = self.cfg.eval_batch_size
         with torch.inference_mode():
             for start in range(0, len(order), bs):
                 idx = order[start:start + bs]

@@ -256,22 +256,24 @@ class TokenClassification(Task):
         return "\n".join(lines)
 
     # ---- 4. prediction ----------------------------------------------------------------------
-    def predict(self, out_dir, inputs, popts):
+    def check_inputs(self, out_dir, inputs, popts):
+        for item in inputs:
+            if not isinstance(item, str):
+                raise NlpfitError("token classification predicts on texts: give strings or JSON Lines with a text field")
+
+    def load_predictor(self, out_dir):
+        return load_pipeline(out_dir)
+
+    def predict_with(self, pipe, inputs, popts):
         """Entities of each text, offsets into the original text.
 
         Texts are tokenized in one call, sorted by length and run in padded batches under inference
         mode; each text's logits then go through the token-classification pipeline's own
         post-processing (scores, aggregation, offsets), so entities are exactly the pipeline's.
         """
-        for item in inputs:
-            if not isinstance(item, str):
-                raise NlpfitError("token classification predicts on texts: give strings or JSON Lines with a text field")
-        return self.predict_with(load_pipeline(out_dir), inputs, popts)
-
-    def predict_with(self, pipe, inputs, popts):
-        """`predict` with a loaded pipeline (a server or a benchmark loads it once)."""
+        self.check_inputs(None, inputs, popts)
         _, _, post = pipe._sanitize_parameters(aggregation_strategy=popts.aggregation)
-        batch_size = getattr(popts, "batch_size", None) or self.cfg.eval_batch_size
+        batch_size = self.cfg.eval_batch_size
         ignored = post.get("ignore_labels") or ["O"]
         label2id = pipe.model.config.label2id
         quiet = label2id.get("O") if ignored == ["O"] else None

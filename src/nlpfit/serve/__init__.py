@@ -1,0 +1,200 @@
+"""`nlpfit serve OUT`: a trained model behind a small JSON API over HTTP.
+
+The model is loaded once. Each request is predicted the way `nlpfit predict` does it (sorted by
+length, batched, inference mode) and gets the same rows back:
+
+    POST /predict  {"inputs": ["text", ...], "options": {"aggregation": "first"}}
+                   -> {"predictions": [row, ...]}        (the rows `nlpfit predict` prints)
+    GET  /health   -> {"status": "ok", "task": "ner"}
+    GET  /info     -> the task, the model folder, its evaluation metrics and the default options
+
+`inputs` holds what `nlpfit predict --input` reads: texts, or objects such as
+{"question": ..., "context": ...} for question answering. `options` overrides the server's
+defaults (the prediction flags given to `nlpfit serve`) for one request. A bad request gets status
+400 and {"error": "one line"}. One request runs the model at a time; the others wait.
+Built on the standard library's threaded HTTP server: no extra dependency.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import threading
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from nlpfit import NlpfitError
+
+MAX_BODY = 16 * 1024 * 1024
+
+
+class Predictor:
+    """A trained model folder, loaded once, and the defaults of its prediction options."""
+
+    def __init__(self, out_dir: str, defaults: dict | None = None):
+        from nlpfit.run import load_run, predict_options
+        from nlpfit.tasks import make_task
+
+        cfg, self.run = load_run(out_dir)
+        self.out_dir = out_dir
+        self.task = make_task(cfg)
+        self.defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
+        predict_options(self.task, self.defaults)  # the defaults must be valid options themselves
+        self.batch_size = self.task.cfg.eval_batch_size
+        self.loaded = self.task.load_predictor(out_dir)
+        self.lock = threading.Lock()
+        self.name = cfg.task or self.task.name
+
+    def option_fields(self) -> dict[str, dataclasses.Field]:
+        return {f.name: f for f in dataclasses.fields(self.task.PredictOptions)}
+
+    def options(self, given) -> dict:
+        """The request's options over the server's defaults, checked like the command line checks them."""
+        if given is None:
+            given = {}
+        if not isinstance(given, dict):
+            raise NlpfitError('"options" must be an object, e.g. {"aggregation": "first"}')
+        known = self.option_fields()
+        values = dict(self.defaults)
+        for name, value in given.items():
+            if name == "batch_size":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise NlpfitError("option batch_size: a positive integer")
+                values[name] = value
+                continue
+            f = known.get(name)
+            if f is None:
+                raise NlpfitError(f"option {name!r}: {self.name} has no such prediction option "
+                                  f"(it has {', '.join(sorted(known)) or 'none'})")
+            values[name] = _checked(f, value)
+        return values
+
+    def predict(self, inputs, options) -> list[dict]:
+        from nlpfit.run import predict_options
+
+        if isinstance(inputs, (str, dict)):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs:
+            raise NlpfitError('"inputs" must be a non-empty list of texts (or of objects the task reads)')
+        values = self.options(options)
+        with self.lock:  # one request at a time runs the model
+            self.task.cfg.eval_batch_size = self.batch_size
+            popts = predict_options(self.task, values)
+            return list(self.task.predict_with(self.loaded, inputs, popts))
+
+    def info(self) -> dict:
+        metrics_file = Path(self.out_dir) / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        defaults = dataclasses.asdict(self.task.PredictOptions())
+        defaults.update(self.defaults)
+        return {"task": self.name, "model": str(self.out_dir), "pipeline": self.task.pipeline,
+                "eval": {k: v for k, v in (metrics.get("eval") or {}).items() if not isinstance(v, (dict, list))},
+                "options": defaults}
+
+
+def _checked(f: dataclasses.Field, value):
+    """One option value from JSON, checked against the option's type and choices."""
+    kind = str(f.type).replace(" ", "").split("|")[0]
+    expected = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(kind)
+    if expected is not None and (not isinstance(value, expected) or (kind != "bool" and isinstance(value, bool))):
+        if not (value is None and "None" in str(f.type)):
+            raise NlpfitError(f"option {f.name}: expected {kind}, got {json.dumps(value)}")
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise NlpfitError(f"option {f.name}: {json.dumps(value)} is not one of {', '.join(map(str, choices))}")
+    return value
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "nlpfit"
+    predictor: Predictor  # set on the subclass that make_server builds
+
+    def _send(self, status: int, body: dict) -> None:
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if self.path == "/health":
+            self._send(200, {"status": "ok", "task": self.predictor.name})
+        elif self.path == "/info":
+            self._send(200, self.predictor.info())
+        else:
+            self._send(404, {"error": f"no such endpoint: GET {self.path} (GET /health, GET /info, POST /predict)"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        if self.path != "/predict":
+            self._send(404, {"error": f"no such endpoint: POST {self.path} (POST /predict)"})
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length <= 0:
+            self._send(411 if length == 0 else 400, {"error": "the request needs a JSON body with a Content-Length"})
+            return
+        if length > MAX_BODY:
+            self._send(413, {"error": f"request body of {length} bytes is over the {MAX_BODY} byte limit"})
+            return
+        raw = self.rfile.read(length)
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            self._send(400, {"error": f"the request body is not UTF-8 JSON: {exc}"})
+            return
+        if not isinstance(body, dict) or "inputs" not in body:
+            self._send(400, {"error": 'the request body must be an object with "inputs" (and optionally "options")'})
+            return
+        unknown = set(body) - {"inputs", "options"}
+        if unknown:
+            self._send(400, {"error": f"unknown field(s) in the request: {', '.join(sorted(unknown))}"})
+            return
+        try:
+            rows = self.predictor.predict(body["inputs"], body.get("options"))
+        except NlpfitError as exc:
+            self._send(400, {"error": str(exc)})
+            return
+        except Exception as exc:  # a bug, not bad input: keep serving, say what happened
+            traceback.print_exc(file=sys.stderr)
+            self._send(500, {"error": f"internal error: {type(exc).__name__}: {exc}"})
+            return
+        self._send(200, {"predictions": rows})
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server's signature)
+        sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+
+def make_server(out_dir: str, host: str = "127.0.0.1", port: int = 8000, defaults: dict | None = None,
+                quiet: bool = False) -> ThreadingHTTPServer:
+    """A server for the model in `out_dir` (port 0: any free port; see `server.server_address`)."""
+    predictor = Predictor(out_dir, defaults)
+    attrs = {"predictor": predictor}
+    if quiet:
+        attrs["log_message"] = lambda self, *args: None
+    handler = type("NlpfitHandler", (Handler,), attrs)
+    try:
+        server = ThreadingHTTPServer((host, port), handler)
+    except OSError as exc:
+        raise NlpfitError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from exc
+    server.daemon_threads = True
+    return server
+
+
+def serve(out_dir: str, host: str, port: int, defaults: dict | None = None) -> None:
+    from nlpfit.log import info
+
+    server = make_server(out_dir, host, port, defaults)
+    h, p = server.server_address[:2]
+    info(f"serving {server.RequestHandlerClass.predictor.name} model {out_dir} on http://{h}:{p} "
+         "(POST /predict, GET /health, GET /info); Ctrl-C stops")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        info("stopped")
+    finally:
+        server.server_close()
