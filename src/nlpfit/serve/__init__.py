@@ -67,7 +67,7 @@ class Predictor:
             f = known.get(name)
             if f is None:
                 raise NlpfitError(f"option {name!r}: {self.name} has no such prediction option "
-                                  f"(it has {', '.join(sorted(known)) or 'none'})")
+                                  f"(it has {', '.join(sorted([*known, 'batch_size']))})")
             values[name] = _checked(f, value)
         return values
 
