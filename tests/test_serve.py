@@ -135,3 +135,13 @@ def test_cli_serve_starts_and_answers(ner_model):
 def test_serve_bad_model_folder_exits_2(tmp_path, run_cli):
     res = run_cli("serve", tmp_path / "missing")
     assert res.code == 2 and "no such model folder" in res.err
+
+
+def test_predict_batch_size_reaches_the_task(ner_model):
+    from nlpfit.run import load_run, predict, predict_options
+    from nlpfit.tasks import make_task
+
+    task = make_task(load_run(str(ner_model))[0])
+    popts = predict_options(task, {"batch_size": 2, "aggregation": "first"})
+    assert task.cfg.eval_batch_size == 2 and popts.aggregation == "first"
+    assert list(predict(str(ner_model), TEXTS, {"batch_size": 1})) == list(predict(str(ner_model), TEXTS, {}))
