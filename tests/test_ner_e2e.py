@@ -115,3 +115,53 @@ def test_offline_hub_data_and_push_fail_clearly(tiny_bert, ner_data, tmp_path, r
                   "--push-to-hub", "--hub-model-id", "someone/model")
     assert res.code == 2 and "--push-to-hub" in res.err and "is saved" in res.err
     assert (out / "model.safetensors").is_file()
+
+
+def test_hub_dataset_with_class_label_features(tiny_bert, tmp_path, run_cli, monkeypatch):
+    """The hub path (`--data conll2003`) with conll2003's schema: tag columns are sequences of
+    ClassLabel ids; label names and their order come from the features. `datasets.load_dataset` is
+    replaced by a local DatasetDict of that schema (no network here)."""
+    import datasets
+
+    from conftest import make_ner_sentences
+
+    ner_names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]  # conll2003's order
+    pos_names = ['"', "''", "#", "NN", "NNP", "VB", "IN", "."]
+    features = datasets.Features({
+        "id": datasets.Value("string"), "tokens": datasets.Sequence(datasets.Value("string")),
+        "pos_tags": datasets.Sequence(datasets.ClassLabel(names=pos_names)),
+        "ner_tags": datasets.Sequence(datasets.ClassLabel(names=ner_names))})
+
+    def split(n, seed):
+        rows = {"id": [], "tokens": [], "pos_tags": [], "ner_tags": []}
+        for i, sent in enumerate(make_ner_sentences(n, seed=seed)):
+            rows["id"].append(str(i))
+            rows["tokens"].append([w for w, _ in sent])
+            rows["ner_tags"].append([ner_names.index(t) for _, t in sent])
+            rows["pos_tags"].append([pos_names.index("." if w == "." else "NNP" if t != "O" else "NN")
+                                     for w, t in sent])
+        return datasets.Dataset.from_dict(rows, features=features)
+
+    calls = []
+
+    def fake_load_dataset(path, name=None, *args, **kwargs):
+        calls.append((path, name))
+        return datasets.DatasetDict({"train": split(60, 1), "validation": split(12, 2), "test": split(12, 3)})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    out = tmp_path / "hub-ner"
+    res = run_cli("train", "ner", "--data", "conll2003", "--model", tiny_bert, "--output", out, "--max-steps", 3)
+    assert res.code == 0, res.err
+    assert calls[0] == ("conll2003", None)
+    config = json.loads((out / "config.json").read_text())
+    assert [config["id2label"][str(i)] for i in range(len(ner_names))] == ner_names  # MISC kept, unseen or not
+    res = run_cli("evaluate", out, "--split", "test", "--json")  # reloads the hub data named in run.json
+    assert res.code == 0, res.err
+    assert 0 <= json.loads(res.out)["f1"] <= 1
+
+    out = tmp_path / "hub-pos"
+    res = run_cli("train", "pos", "--data", "conll2003", "--model", tiny_bert, "--output", out, "--max-steps", 2)
+    assert res.code == 0, res.err
+    config = json.loads((out / "config.json").read_text())
+    assert [config["id2label"][str(i)] for i in range(len(pos_names))] == pos_names
+    assert "not in BIO form" not in res.err  # POS tags are scored per tag without a warning
