@@ -109,6 +109,7 @@ def _checked(f: dataclasses.Field, value):
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "nlpfit"
+    timeout = 60  # seconds a client may take to send its request
     predictor: Predictor  # set on the subclass that make_server builds
 
     def _send(self, status: int, body: dict) -> None:
