@@ -45,7 +45,7 @@ def ner_model(tiny_bert, tmp_path_factory):
 def server(ner_model):
     from nlpfit.serve import make_server
 
-    srv = make_server(str(ner_model), "127.0.0.1", 0, quiet=True)
+    srv = make_server(str(ner_model), "127.0.0.1", 0, quiet=True, max_wait_ms=0)  # each request alone
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{srv.server_address[1]}"
@@ -77,12 +77,68 @@ def test_predict_returns_the_rows_of_nlpfit_predict(server, ner_model, run_cli):
     assert "f1" in body["eval"]
 
 
+def same_rows(a: list[dict], b: list[dict]) -> bool:
+    """Equal entities; scores equal to 3 decimals (batch composition may move the last digit)."""
+    def key(rows):
+        return [(r["text"], [(e["entity_group"], e["word"], e["start"], e["end"]) for e in r["entities"]]) for r in rows]
+    scores = lambda rows: [e["score"] for r in rows for e in r["entities"]]  # noqa: E731
+    return key(a) == key(b) and all(abs(x - y) < 1e-3 for x, y in zip(scores(a), scores(b)))
+
+
 def test_concurrent_requests_get_their_own_answers(server):
-    single = {t: call(server, "/predict", {"inputs": [t]})[1]["predictions"][0] for t in TEXTS}
+    single = {t: call(server, "/predict", {"inputs": [t]})[1]["predictions"] for t in TEXTS}
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda t: call(server, "/predict", {"inputs": [t]}), TEXTS * 4))
     for t, (status, body) in zip(TEXTS * 4, results):
-        assert status == 200 and body["predictions"] == [single[t]]
+        assert status == 200 and same_rows(body["predictions"], single[t])
+
+
+@pytest.fixture
+def batching_server(ner_model):
+    """A server that waits up to 300 ms for requests to join a batch; counts the model calls."""
+    from nlpfit.serve import make_server
+
+    srv = make_server(str(ner_model), "127.0.0.1", 0, quiet=True, max_wait_ms=300)
+    predictor = srv.RequestHandlerClass.predictor
+    calls = []
+    run = predictor.run
+
+    def counting_run(inputs, values):
+        calls.append(len(inputs))
+        return run(inputs, values)
+
+    predictor.batcher.run = counting_run
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", calls
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_requests_arriving_together_share_a_batch(batching_server, server):
+    base, calls = batching_server
+    texts = TEXTS * 3
+    alone = {t: call(server, "/predict", {"inputs": [t]})[1]["predictions"] for t in TEXTS}
+    with ThreadPoolExecutor(len(texts)) as pool:
+        results = list(pool.map(lambda t: call(base, "/predict", {"inputs": [t]}), texts))
+    assert all(status == 200 for status, _ in results)
+    for t, (_, body) in zip(texts, results):
+        assert same_rows(body["predictions"], alone[t])  # each request gets its own rows
+    assert sum(calls) == len(texts) and len(calls) < len(texts)  # fewer model calls than requests
+
+
+def test_batched_requests_keep_their_options_and_errors(batching_server, server):
+    base, calls = batching_server
+    requests = [{"inputs": [TEXTS[0]]}, {"inputs": [TEXTS[0]], "options": {"aggregation": "none"}},
+                {"inputs": [{"question": "not a text"}]}, {"inputs": [TEXTS[2]]}]
+    with ThreadPoolExecutor(len(requests)) as pool:
+        results = list(pool.map(lambda body: call(base, "/predict", body), requests))
+    assert [status for status, _ in results] == [200, 200, 400, 200]
+    assert "token classification predicts on texts" in results[2][1]["error"]  # only the bad request fails
+    for body, (_, got) in zip(requests, results):
+        if "error" not in got:
+            assert same_rows(got["predictions"], call(server, "/predict", body)[1]["predictions"])
+    none_tags = {e["entity_group"][:2] for e in results[1][1]["predictions"][0]["entities"]}
+    assert none_tags <= {"B-", "I-"}  # the request with other options was not merged into the others
 
 
 @pytest.mark.parametrize("body,raw,status,message", [

@@ -182,16 +182,23 @@ def predict(model_dir, texts, input_file, batch_size, **task_options):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on (0: any free port).")
 @click.option("--batch-size", type=int, default=None, help="Inference batch size.")
-def serve(model_dir, host, port, batch_size, **task_options):
+@click.option("--max-wait-ms", type=float, default=5.0, show_default=True,
+              help="Dynamic batching: how long the oldest request waits for others to join its batch (0: off).")
+@click.option("--max-batch-inputs", type=int, default=256, show_default=True,
+              help="Dynamic batching: the most inputs one batch gathers from several requests.")
+def serve(model_dir, host, port, batch_size, max_wait_ms, max_batch_inputs, **task_options):
     """Serve a trained model over HTTP, loaded once: POST /predict {"inputs": [...], "options": {...}}
     returns {"predictions": [...]} (the rows of `nlpfit predict`); GET /health, GET /info.
-    The prediction options given here are the defaults a request's "options" can override."""
+    The prediction options given here are the defaults a request's "options" can override.
+    Requests that arrive together with the same options run as one batch."""
     from nlpfit.serve import serve as run_serve
 
     task_options.pop("_task_options_added", None)
     if batch_size:
         task_options["batch_size"] = batch_size
-    run_serve(model_dir, host, port, task_options)
+    if max_wait_ms < 0 or max_batch_inputs < 1:
+        raise NlpfitError("--max-wait-ms must be >= 0 and --max-batch-inputs >= 1")
+    run_serve(model_dir, host, port, task_options, max_wait_ms=max_wait_ms, max_batch_inputs=max_batch_inputs)
 
 
 @cli.command("tasks")
