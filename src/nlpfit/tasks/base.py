@@ -93,8 +93,12 @@ class Task:
 
     # ---- use --------------------------------------------------------------------------------
     def load_predictor(self, out_dir: str) -> Any:
-        """What prediction needs from OUT (a pipeline, or a model and its tokenizer), loaded once."""
-        raise NotImplementedError
+        """What prediction needs from OUT, loaded once: by default (model, tokenizer) from
+        `load_trained`, the model on the inference device in eval mode; a task may load a pipeline."""
+        from nlpfit.engines.loop import inference_device
+
+        model, tokenizer = self.load_trained(out_dir)
+        return model.to(inference_device()).eval(), tokenizer
 
     def predict_with(self, predictor, inputs: list, popts) -> Iterable[dict]:
         """One result per input with a loaded predictor (`nlpfit serve` loads it once for all requests)."""

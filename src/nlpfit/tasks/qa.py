@@ -316,11 +316,8 @@ class QuestionAnswering(Task):
         return items
 
     def load_predictor(self, out_dir):
-        from nlpfit.engines.loop import inference_device
-
-        model, tokenizer = self.load_trained(out_dir)
         self.null_answers = self._trained_null_answers(out_dir)
-        return model.to(inference_device()).eval(), tokenizer
+        return super().load_predictor(out_dir)
 
     def predict_with(self, predictor, inputs, popts):
         """Answer, score, start and end of each {question, context}, with the training windows."""

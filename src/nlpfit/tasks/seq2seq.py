@@ -425,12 +425,6 @@ class Seq2Seq(Task):
         for i, x in enumerate(inputs):
             self.input_text(x, i)
 
-    def load_predictor(self, out_dir):
-        from nlpfit.engines.loop import inference_device
-
-        model, tokenizer = self.load_trained(out_dir)
-        return model.to(inference_device()).eval(), tokenizer
-
     def predict_with(self, predictor, inputs, popts):
         """Generated text for each input, batched by length with the saved generation_config."""
         import torch
