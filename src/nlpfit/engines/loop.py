@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 import math
 import random
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -22,6 +22,19 @@ def cpu_distributed() -> bool:
 
 def inference_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def longest_first(lengths: list[int]) -> list[int]:
+    """Indices of the examples, longest first (stable among equal lengths): batches cut from this
+    order pad little; a caller puts its results back in input order by index."""
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
+def batches_by_length(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
+    """Batches of indices of examples of similar length (`longest_first`, cut every `batch_size`)."""
+    order = longest_first(lengths)
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
 
 
 def lengths_of(dataset) -> list[int]:
@@ -118,7 +131,7 @@ def predict_outputs(task, model, features, batch_size: int, accelerator=None, de
 
     accelerator = accelerator or Accelerator(cpu=cpu_distributed())
     lengths = lengths_of(features)
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    order = longest_first(lengths)
     collate = make_collate(task.eval_collator(task.tokenizer, model), model)
     loader = DataLoader(features.select(order), batch_size=batch_size, shuffle=False, collate_fn=collate)
     loader = accelerator.prepare_data_loader(loader)

@@ -350,11 +350,11 @@ def fill_sorted(pipe, texts: list[str], batch_size: int, **kwargs) -> list:
     `kwargs` go to the pipeline call (e.g. top_k)."""
     import torch
 
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    from nlpfit.engines.loop import batches_by_length
+
     results: list = [None] * len(texts)
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+        for chunk in batches_by_length([len(t) for t in texts], batch_size):
             out = pipe([texts[i] for i in chunk], batch_size=batch_size, **kwargs)
             if len(chunk) == 1:  # the pipeline unwraps a one-text list
                 out = [out]

@@ -429,6 +429,8 @@ class Seq2Seq(Task):
         """Generated text for each input, batched by length with the saved generation_config."""
         import torch
 
+        from nlpfit.engines.loop import batches_by_length
+
         model, tokenizer = predictor
         device = model.device
         texts = [self.input_text(x, i) for i, x in enumerate(inputs)]
@@ -438,12 +440,9 @@ class Seq2Seq(Task):
         if popts.max_new_tokens:
             kwargs["max_new_tokens"] = popts.max_new_tokens
         prefix = self.opts.source_prefix
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         results: list = [None] * len(texts)
-        bs = self.cfg.eval_batch_size
         with torch.inference_mode():
-            for start in range(0, len(order), bs):
-                idx = order[start:start + bs]
+            for idx in batches_by_length([len(t) for t in texts], self.cfg.eval_batch_size):
                 enc = tokenizer([prefix + texts[i] for i in idx], max_length=self.opts.max_source_length,
                                 truncation=True, padding=True, return_tensors="pt").to(device)
                 out = model.generate(**enc, **kwargs)

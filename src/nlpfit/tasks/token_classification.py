@@ -307,15 +307,15 @@ def batched_logits(model, tokenizer, texts: list[str], batch_size: int, bf16: bo
     """
     import torch
 
+    from nlpfit.engines.loop import batches_by_length
+
     enc = tokenizer(texts, truncation=True, return_special_tokens_mask=True, return_offsets_mapping=True)
     names = [k for k in tokenizer.model_input_names if k in enc]
-    order = sorted(range(len(texts)), key=lambda i: -len(enc["input_ids"][i]))
     results: dict[int, dict] = {}
     device = model.device
     next_out = 0
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in batches_by_length([len(ids) for ids in enc["input_ids"]], batch_size):
             batch = tokenizer.pad({k: [enc[k][i] for i in idx] for k in names}, return_tensors="pt")
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
             if quiet_label is not None:
