@@ -152,6 +152,14 @@ def _read_inputs(texts, input_file) -> list:
     return items
 
 
+def _prediction_values(task_options: dict, batch_size: int | None) -> dict:
+    """The prediction option values of `predict` / `serve` (run.predict_options reads them)."""
+    values = {k: v for k, v in task_options.items() if k != "_task_options_added"}
+    if batch_size:
+        values["batch_size"] = batch_size
+    return values
+
+
 class PredictCommand(click.Command):
     def get_params(self, ctx):
         if not any(p.name == "_task_options_added" for p in self.params):
@@ -170,10 +178,7 @@ def predict(model_dir, texts, input_file, batch_size, **task_options):
     from nlpfit.run import predict as run_predict
 
     inputs = _read_inputs(texts, input_file)
-    task_options.pop("_task_options_added", None)
-    if batch_size:
-        task_options["batch_size"] = batch_size
-    for row in run_predict(model_dir, inputs, task_options):
+    for row in run_predict(model_dir, inputs, _prediction_values(task_options, batch_size)):
         click.echo(json.dumps(row, ensure_ascii=False))
 
 
@@ -193,12 +198,10 @@ def serve(model_dir, host, port, batch_size, max_wait_ms, max_batch_inputs, **ta
     Requests that arrive together with the same options run as one batch."""
     from nlpfit.serve import serve as run_serve
 
-    task_options.pop("_task_options_added", None)
-    if batch_size:
-        task_options["batch_size"] = batch_size
     if max_wait_ms < 0 or max_batch_inputs < 1:
         raise NlpfitError("--max-wait-ms must be >= 0 and --max-batch-inputs >= 1")
-    run_serve(model_dir, host, port, task_options, max_wait_ms=max_wait_ms, max_batch_inputs=max_batch_inputs)
+    run_serve(model_dir, host, port, _prediction_values(task_options, batch_size), max_wait_ms=max_wait_ms,
+              max_batch_inputs=max_batch_inputs)
 
 
 @cli.command("tasks")
