@@ -41,7 +41,7 @@ class Predictor:
         from nlpfit.run import load_run, predict_options
         from nlpfit.tasks import make_task
 
-        cfg, self.run_info = load_run(out_dir)
+        cfg, _ = load_run(out_dir)
         self.out_dir = out_dir
         self.task = make_task(cfg)
         self.defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
@@ -97,12 +97,14 @@ class Predictor:
             return list(self.task.predict_with(self.loaded, inputs, popts))
 
     def info(self) -> dict:
+        from nlpfit.engines.accelerate import summary
+
         metrics_file = Path(self.out_dir) / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         defaults = dataclasses.asdict(self.task.PredictOptions())
         defaults.update(self.defaults)
         return {"task": self.name, "model": str(self.out_dir), "pipeline": self.task.pipeline,
-                "eval": {k: v for k, v in (metrics.get("eval") or {}).items() if not isinstance(v, (dict, list))},
+                "eval": summary(metrics.get("eval") or {}),
                 "options": defaults}
 
 
