@@ -97,6 +97,7 @@ def cli():
     nlpfit train ner --data conll2003 --model bert-base-cased --output OUT
     nlpfit evaluate OUT --data conll2003 --split test
     nlpfit predict OUT "My name is Sylvain and I work at Hugging Face in Brooklyn."
+    nlpfit serve OUT --port 8000
     """
 
 
