@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo demo-clm test test-fast bench clean
+.PHONY: install browser demo demo-clm test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Debian's chromium for the browser tests (Playwright drives it through executable_path)
+browser:
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+
 demo: $(STAMP)
 	$(BIN)/python -m nlpfit.demo
 
@@ -30,7 +34,7 @@ demo-clm: $(STAMP)
 	    --output runs/clm-demo --overwrite
 	$(BIN)/nlpfit predict runs/clm-demo "import pandas as pd" "def plot_scatter(df):" --max-new-tokens 32
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -x --durations=15
 
 test-fast: $(STAMP)
