@@ -62,16 +62,15 @@ def child(mode: str, folder: str, tokenizer_dir: str, context_length: int) -> di
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     start = time.perf_counter()
     if mode == "stream":
-        from nlpfit.tasks.clm import CausalLM
+        from nlpfit.tasks import make_task
 
         cfg = RunConfig(data=[folder], max_steps=1, validation_split=0.01, task="clm",
                         task_options={"streaming": True, "filter_keywords": "", "context_length": context_length,
                                       "max_stream_eval_files": 20})
-        task = CausalLM(cfg)
-        raw = task.load_data()
-        task.tokenizer = tok
+        task = make_task(cfg)
+        raw, facts = task.load_data()
         tok.pad_token = tok.eos_token
-        features = task.preprocess(raw, tok)
+        features, _ = task.preprocess(raw, tok, None, facts, training=True)
         before = rss_mb()
         n = sum(1 for _ in features["train"])
     else:  # the naive way: everything in memory

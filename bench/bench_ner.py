@@ -33,13 +33,12 @@ def default_data(max_train: int):
     from nlpfit.run import resolve
     from nlpfit.tasks import default_config, make_task
 
-    cfg = default_config("ner", output="unused")  # nlpfit's default recipe
+    cfg = resolve(default_config("ner", output="unused"))  # nlpfit's default recipe
     task = make_task(cfg)
-    resolve(cfg, task)
-    raw = task.load_data()
+    raw, facts = task.load_data()
     if max_train:
         raw["train"] = raw["train"].select(range(max_train))
-    return cfg, task, raw
+    return cfg, task, raw, facts
 
 
 def plain_trainer_epoch(model_path: str, raw, labels: list[str], out: str) -> dict:
@@ -130,9 +129,9 @@ def predict_all(model_dir: str, texts: list[str], repeat: int) -> list[dict]:
     Each predictor runs `repeat` times on all texts; its best time counts."""
     from transformers import pipeline
 
-    from nlpfit.run import load_run
+    from nlpfit.run import load_run, predict_options
     from nlpfit.tasks import make_task
-    from nlpfit.tasks.token_classification import PredictOptions, load_pipeline
+    from nlpfit.tasks.token_classification import load_pipeline
 
     start = time.perf_counter()
     pipe = pipeline("token-classification", model=model_dir, aggregation_strategy="simple")
@@ -144,7 +143,7 @@ def predict_all(model_dir: str, texts: list[str], repeat: int) -> list[dict]:
         start = time.perf_counter()
         ours_pipe = load_pipeline(model_dir)
         load = time.perf_counter() - start
-        opts = PredictOptions(aggregation="simple", precision=precision)
+        opts = predict_options(task, {"aggregation": "simple", "precision": precision})
         seconds, ours = best_of(repeat, lambda: list(task.predict_with(ours_pipe, texts, opts)))
         rows.append({"load": load, "seconds": seconds, "entities": [entity_keys(o["entities"]) for o in ours]})
     tokens = sum(len(x) for x in pipe.tokenizer(texts)["input_ids"])
@@ -164,7 +163,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="prediction runs per predictor; the best counts")
     args = p.parse_args()
     max_train = 400 if args.quick else 0
-    cfg, task, raw = default_data(max_train)
+    cfg, task, raw, facts = default_data(max_train)
     texts = [" ".join(t) for split in ("validation", "test") for t in raw[split]["tokens"]]
     if args.quick:
         texts = texts[:200]
@@ -173,7 +172,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         from nlpfit.models import packaged_minilm
 
-        plain = plain_trainer_epoch(packaged_minilm(), raw, task.labels, f"{tmp}/plain")
+        plain = plain_trainer_epoch(packaged_minilm(), raw, list(facts.labels), f"{tmp}/plain")
         ours = nlpfit_epoch(f"{tmp}/ours", max_train)
         ours_bf16 = nlpfit_epoch(f"{tmp}/ours-bf16", max_train, "bf16")
         p_plain, p_ours, p_bf16 = predict_all(f"{tmp}/ours", texts, args.repeat)

@@ -33,10 +33,9 @@ def held_out_texts() -> list[str]:
     from nlpfit.run import resolve
     from nlpfit.tasks import default_config, make_task
 
-    cfg = default_config("ner", output="unused")
+    cfg = resolve(default_config("ner", output="unused"))
     task = make_task(cfg)
-    resolve(cfg, task)
-    raw = task.load_data()
+    raw, _ = task.load_data()
     return [" ".join(t) for split in ("validation", "test") for t in raw[split]["tokens"]]
 
 

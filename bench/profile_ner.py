@@ -69,10 +69,9 @@ def main() -> None:
     from nlpfit.run import resolve
     from nlpfit.tasks import default_config, make_task
 
-    cfg = default_config("ner", output="unused")
+    cfg = resolve(default_config("ner", output="unused"))
     task = make_task(cfg)
-    resolve(cfg, task)
-    raw = task.load_data()
+    raw, facts = task.load_data()
     path = packaged_minilm()
     tokenizer = AutoTokenizer.from_pretrained(path)
     peaks = {torch.float32: peak_gflops(torch.float32), torch.bfloat16: peak_gflops(torch.bfloat16)}
@@ -88,11 +87,11 @@ def main() -> None:
     padded = []
     for idx in batches:
         b = tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in idx]}, return_tensors="pt")
-        b["labels"] = torch.randint(0, len(task.labels), b["input_ids"].shape)
+        b["labels"] = torch.randint(0, len(facts.labels), b["input_ids"].shape)
         padded.append(b)
     for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16 autocast")):
         torch.manual_seed(0)
-        model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(task.labels)).train()
+        model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(facts.labels)).train()
         opt = torch.optim.AdamW(param_groups(model, 0.01), lr=cfg.lr, fused=True)
 
         def step(b):
@@ -113,7 +112,7 @@ def main() -> None:
     texts = [" ".join(t) for split in ("validation", "test") for t in raw[split]["tokens"]]
     enc = tokenizer(texts)
     order = sorted(range(len(texts)), key=lambda i: -len(enc["input_ids"][i]))
-    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(task.labels)).eval()
+    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(facts.labels)).eval()
     pred_batches = [tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in order[s:s + 64]]}, return_tensors="pt")
                     for s in range(0, len(order), 64)]
     for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16 autocast")):

@@ -24,7 +24,7 @@ def stdlib_code(n: int = 40) -> list[str]:
 
 @pytest.fixture(scope="module")
 def code_tokenizer():
-    from nlpfit.tokenizer_train import train_bpe
+    from nlpfit.tokenizer_training import train_bpe
 
     return train_bpe(stdlib_code(), vocab_size=400)
 
@@ -110,7 +110,7 @@ def test_tokenizer_round_trip_and_reload(code_tokenizer, tmp_path):
     again = AutoTokenizer.from_pretrained(tmp_path / "tok")
     assert again(code)["input_ids"] == ids and again.decode(ids) == code
 
-    from nlpfit.tokenizer_train import train_bpe  # --from: keep the pipeline, learn a new vocabulary
+    from nlpfit.tokenizer_training import train_bpe  # --from: keep the pipeline, learn a new vocabulary
 
     retrained = train_bpe(stdlib_code(10), vocab_size=300, base=again)
     assert len(retrained) == 300 and retrained.decode(retrained(code)["input_ids"]) == code
@@ -230,16 +230,16 @@ def test_keyword_token_ids(code_tokenizer):
 STREAM_PROBE = r"""
 import json, sys, tracemalloc
 from nlpfit.config import RunConfig
-from nlpfit.tasks.clm import CausalLM
-from nlpfit.tokenizer_train import train_bpe
+from nlpfit.tasks import make_task
+from nlpfit.tokenizer_training import train_bpe
 folder = sys.argv[1]
 tok = train_bpe(["import pandas as pd\ndef f(x):\n    return x * 2\n"] * 50, vocab_size=300, min_frequency=1)
 tok.pad_token = tok.eos_token
 cfg = RunConfig(data=[folder], max_steps=1, validation_split=0.0, task="clm",
                 task_options={"streaming": True, "filter_keywords": "", "context_length": 64, "shuffle_buffer": 200})
-task = CausalLM(cfg)  # the task's own streaming path: corpus -> IterableDataset -> blocks -> shuffle buffer
-raw = task.load_data()
-blocks = task.preprocess(raw, tok)["train"]
+task = make_task(cfg)  # the task's own streaming path: corpus -> IterableDataset -> blocks -> shuffle buffer
+raw, facts = task.load_data()
+blocks = task.preprocess(raw, tok, None, facts, training=True)[0]["train"]
 tracemalloc.start()
 it = iter(blocks)
 n = sum(1 for _, _ in zip(range(300), it))  # warm up: lazy imports, first batches, the shuffle buffer

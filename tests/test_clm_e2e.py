@@ -32,7 +32,7 @@ def tiny_gpt2_dir(tmp_path_factory, code_dir) -> Path:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from nlpfit.tokenizer_train import train_bpe
+    from nlpfit.tokenizer_training import train_bpe
 
     folder = tmp_path_factory.mktemp("tiny-gpt2")
     tok = train_bpe((p.read_text(encoding="utf-8") for p in sorted(code_dir.glob("*.py"))), vocab_size=320)

@@ -76,14 +76,13 @@ def test_both_engines_give_equal_metrics_for_the_same_model(tiny_bert, ner_data,
     assert run_cli(*_train_args(tiny_bert, ner_data, out, "accelerate", "--epochs", 1)).code == 0
     cfg, _ = load_run(str(out))
     task = make_task(cfg)
-    raw = task.load_data(model_dir=str(out))
+    raw, facts = task.load_data(trained=task.trained_facts(str(out)))
     model, tok = task.load_trained(str(out))
-    task.tokenizer = tok
-    feats = task.preprocess(raw, tok)
-    ours = evaluate(task, model, feats["validation"], raw["validation"], batch_size=7)
+    feats, facts = task.preprocess(raw, tok, model.config, facts, training=False)
+    ours = evaluate(task, model, tok, feats["validation"], raw["validation"], facts, batch_size=7).metrics
     trainer = trainer_class(Trainer)(model=model, args=TrainingArguments(str(tmp_path / "t"), report_to="none"),
-                                     data_collator=task.collator(tok, model), task=task, features=feats, raw=raw,
-                                     eval_batch_size=64)
+                                     data_collator=task.collator(tok, model), processing_class=tok, task=task,
+                                     features=feats, raw=raw, facts=facts, eval_batch_size=64)
     theirs = trainer.evaluate()
     saved = json.loads((out / "metrics.json").read_text())["eval"]
     assert ours["f1"] == pytest.approx(theirs["eval_f1"]) == pytest.approx(saved["f1"])

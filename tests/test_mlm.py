@@ -10,11 +10,11 @@ import torch
 from conftest import corpus_text
 
 
-def _task(tiny_bert, data=(), **options):
+def _task(tiny_bert, data=(), seed=42, **options):
     from nlpfit.config import RunConfig
     from nlpfit.tasks import make_task
 
-    cfg = RunConfig(task="mlm", model=str(tiny_bert), data=[str(d) for d in data], task_options=options)
+    cfg = RunConfig(task="mlm", model=str(tiny_bert), data=[str(d) for d in data], seed=seed, task_options=options)
     return make_task(cfg)
 
 
@@ -165,11 +165,10 @@ def test_whole_word_masking_masks_words_together(tiny_bert):
 
 def test_eval_masks_are_fixed(tiny_bert, text_file):
     def features(seed):
-        task = _task(tiny_bert, [text_file])
-        task.cfg.seed = seed
-        raw = task.load_data()
-        model, tok = task.build(raw)
-        return task.preprocess(raw, tok)["validation"]
+        task = _task(tiny_bert, [text_file], seed=seed)
+        raw, facts = task.load_data()
+        model, tok = task.build(raw, facts)
+        return task.preprocess(raw, tok, model.config, facts, training=True)[0]["validation"]
 
     a, b = features(1), features(99)
     assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
@@ -184,11 +183,11 @@ def test_perplexity_matches_a_hand_computation(tiny_bert, text_file):
     from nlpfit.engines.loop import evaluate
 
     task = _task(tiny_bert, [text_file])
-    raw = task.load_data()
-    model, tok = task.build(raw)
-    task.tokenizer = tok
-    feats = task.preprocess(raw, tok)["validation"]
-    metrics = evaluate(task, model, feats, raw["validation"], batch_size=7)
+    raw, facts = task.load_data()
+    model, tok = task.build(raw, facts)
+    features, facts = task.preprocess(raw, tok, model.config, facts, training=True)
+    feats = features["validation"]
+    metrics = evaluate(task, model, tok, feats, raw["validation"], facts, batch_size=7).metrics
     model.eval()
     total, n = 0.0, 0
     with torch.no_grad():
@@ -202,9 +201,9 @@ def test_perplexity_matches_a_hand_computation(tiny_bert, text_file):
     assert metrics["masked_tokens"] == n
     assert metrics["loss"] == pytest.approx(total / n, rel=1e-4)
     assert metrics["perplexity"] == pytest.approx(math.exp(total / n), rel=1e-3)
-    assert evaluate(task, model, feats, raw["validation"], batch_size=64)["perplexity"] == pytest.approx(
-        metrics["perplexity"], rel=1e-5)
-    huge = task.compute_metrics({"loss_sum": [1e6], "n_tokens": [10]}, None, None)
+    assert evaluate(task, model, tok, feats, raw["validation"], facts, batch_size=64).metrics["perplexity"] == \
+        pytest.approx(metrics["perplexity"], rel=1e-5)
+    huge = task.compute_metrics({"loss_sum": [1e6], "n_tokens": [10]}, None, None, facts, tok).metrics
     assert huge["perplexity"] == math.inf
 
 

@@ -62,16 +62,16 @@ def test_predict_input_file_aggregations_and_offsets(tiny_bert, ner_data, tmp_pa
     from conftest import make_ner_sentences
     from nlpfit.run import load_run
     from nlpfit.tasks import make_task
-    from nlpfit.tasks.token_classification import PredictOptions, _entity, batched_logits, load_pipeline
+    from nlpfit.run import predict_options
+    from nlpfit.tasks.token_classification import _entity, batched_logits, load_pipeline
 
     many = [" ".join(w for w, _ in s) for s in make_ner_sentences(30, seed=11)]
     many += ["moved to last year .", "today", "on Monday .", "is in", "flew from", "  to   last year  ."]
     task = make_task(load_run(str(out))[0])
-    task.cfg.eval_batch_size = 4  # several batches, each sorted by length
     ours_pipe = load_pipeline(str(out))
     for agg in ("simple", "first", "average", "max", "none"):
         pipe = pipeline("token-classification", model=str(out), aggregation_strategy=agg)
-        ours = [r["entities"] for r in task.predict_with(ours_pipe, many, PredictOptions(aggregation=agg))]
+        ours = [r["entities"] for r in task.predict_with(ours_pipe, many, predict_options(task, {"aggregation": agg, "batch_size": 4}))]  # several batches
         plain = [[_entity(e) for e in pipe(t)] for t in many]
         assert ours == plain, agg
         assert any(ours) and not all(ours)  # both kinds of text were seen
@@ -98,11 +98,13 @@ def test_pos_on_conll2003_layout(tiny_bert, tmp_path, run_cli):
 
     from nlpfit.run import load_run
     from nlpfit.tasks import make_task
-    from nlpfit.tasks.token_classification import PredictOptions, _entity, load_pipeline
+    from nlpfit.run import predict_options
+    from nlpfit.tasks.token_classification import _entity, load_pipeline
 
     texts = ["the cat sat .", "Alice moved to Paris"]
-    ours = [r["entities"] for r in make_task(load_run(str(out))[0]).predict_with(
-        load_pipeline(str(out)), texts, PredictOptions(aggregation="none"))]
+    task = make_task(load_run(str(out))[0])
+    ours = [r["entities"] for r in task.predict_with(load_pipeline(str(out)), texts,
+                                                     predict_options(task, {"aggregation": "none"}))]
     pipe = pipeline("token-classification", model=str(out))
     assert ours == [[_entity(e) for e in pipe(t)] for t in texts] and all(ours)
 

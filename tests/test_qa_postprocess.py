@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nlpfit.metrics_squad import score_one, squad_scores
+from nlpfit.metrics.squad import score_one, squad_scores
 from nlpfit.tasks.qa import best_answers
 
 CONTEXT = "alpha beta gamma delta epsilon zeta"

@@ -9,10 +9,14 @@ from nlpfit.config import RunConfig
 
 
 def make_task(cls_name="Translation", data=(), **options):
-    from nlpfit.tasks import seq2seq
+    from nlpfit.tasks import make_task as task_for
 
-    cfg = RunConfig(data=[str(d) for d in data], task=cls_name.lower(), task_options=options, validation_split=0.0)
-    return getattr(seq2seq, cls_name)(cfg)
+    return task_for(RunConfig(data=[str(d) for d in data], task=cls_name.lower(), task_options=options,
+                              validation_split=0.0))
+
+
+def load(task):
+    return task.load_data()[0]
 
 
 # ---- metrics: values documented by the libraries ---------------------------------------------------
@@ -158,7 +162,7 @@ def test_filter_min_words_and_concatenation(tmp_path):
     es = write_jsonl(tmp_path / "es.jsonl", reviews("es", 30))
     task = make_task("Summarization", [en, es], text_column="review_body", summary_column="review_title",
                      filter=["product_category=book,digital_ebook_purchase"], min_words=["review_title=3"])
-    raw = task.load_data()
+    raw = load(task)
     src = raw["train"]["source"]
     # concatenated: both languages; shuffled: not all English first
     assert {s[:2] for s in src} == {"en", "es"}
@@ -185,15 +189,15 @@ def test_translation_columns_and_dedupe(tmp_path):
     rows = [{"translation": {"en": f"item {i}", "fr": f"article {i}"}} for i in range(20)]
     rows += [{"translation": {"en": "item 1", "fr": "article 1"}}]  # a repeated pair
     dict_file = write_jsonl(tmp_path / "pairs.jsonl", rows)
-    raw = make_task("Translation", [dict_file]).load_data()
+    raw = load(make_task("Translation", [dict_file]))
     assert len(raw["train"]) == 20
     assert raw["train"][0] == {"source": "item 0", "target": "article 0"}
-    raw = make_task("Translation", [dict_file], dedupe=False).load_data()
+    raw = load(make_task("Translation", [dict_file], dedupe=False))
     assert len(raw["train"]) == 21
 
     csv = tmp_path / "pairs.csv"
     csv.write_text("en,fr\nhello,bonjour\n,vide\nthanks,merci\n", encoding="utf-8")
-    raw = make_task("Translation", [csv]).load_data()
+    raw = load(make_task("Translation", [csv]))
     assert raw["train"]["source"] == ["hello", "thanks"]  # the empty source is dropped
 
     with pytest.raises(NlpfitError, match="no en/de pair"):
@@ -205,10 +209,10 @@ def test_translation_columns_and_dedupe(tmp_path):
 # ---- features ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_tok():
-    from nlpfit.tasks.seq2seq import train_tokenizer
+    from nlpfit.tokenizer_training import train_unigram
 
     texts = [f"the cat number {i} sat on the mat" for i in range(50)] + [f"le chat {i} est sur le tapis" for i in range(50)]
-    return train_tokenizer(texts, 120)
+    return train_unigram(texts, 120)
 
 
 def test_preprocess_labels_prefix_truncation(tiny_tok):
@@ -220,7 +224,7 @@ def test_preprocess_labels_prefix_truncation(tiny_tok):
     task = make_task("Translation", source_prefix="translate ", max_source_length=n_src, max_target_length=n_tgt)
     raw = datasets.DatasetDict({"train": datasets.Dataset.from_dict(
         {"source": ["the cat", "the cat number 12 sat on the mat"], "target": ["le chat", "le chat 12 est sur le tapis"]})})
-    feats = task.preprocess(raw, tiny_tok)["train"]
+    feats = task.preprocess(raw, tiny_tok, None, task.Facts(), training=True)[0]["train"]
     eos = tiny_tok.eos_token_id
     short = feats[0]
     assert tiny_tok.decode(short["input_ids"], skip_special_tokens=True) == "translate the cat"
@@ -233,9 +237,9 @@ def test_preprocess_labels_prefix_truncation(tiny_tok):
 
 
 def test_collator_pads_labels_and_builds_decoder_inputs(tiny_tok):
-    from nlpfit.tasks.seq2seq import scratch_model
+    from nlpfit.models import scratch_seq2seq
 
-    model = scratch_model(tiny_tok, 16, 1, 32)
+    model = scratch_seq2seq(tiny_tok, 16, 1, 32)
     task = make_task("Translation")
     coll = task.collator(tiny_tok, model)
     batch = coll([{"input_ids": [5, 6, 1], "attention_mask": [1, 1, 1], "labels": [7, 1]},

@@ -199,5 +199,6 @@ def test_predict_batch_size_reaches_the_task(ner_model):
 
     task = make_task(load_run(str(ner_model))[0])
     popts = predict_options(task, {"batch_size": 2, "aggregation": "first"})
-    assert task.cfg.eval_batch_size == 2 and popts.aggregation == "first"
+    assert popts.batch_size == 2 and popts.aggregation == "first"
+    assert predict_options(task, {}).batch_size == task.cfg.eval_batch_size  # 0: the training run's
     assert list(predict(str(ner_model), TEXTS, {"batch_size": 1})) == list(predict(str(ner_model), TEXTS, {}))

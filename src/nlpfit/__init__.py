@@ -5,3 +5,12 @@ __version__ = "0.1.0"
 
 class NlpfitError(Exception):
     """Bad input from the user: printed as one line, exit status 2, no traceback."""
+
+
+def __getattr__(name: str):
+    """`nlpfit.pipeline(OUT)`, imported when first used (`import nlpfit` stays light)."""
+    if name == "pipeline":
+        from nlpfit.pipelines.load import pipeline
+
+        return pipeline
+    raise AttributeError(f"module 'nlpfit' has no attribute {name!r}")

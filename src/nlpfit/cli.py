@@ -47,10 +47,9 @@ def _train_command(name: str) -> click.Command:
     def callback(**kwargs):
         from nlpfit.run import train
 
-        cfg = RunConfig(**{k: v for k, v in kwargs.items() if k in common_names})
-        cfg.data = list(cfg.data)
-        cfg.task = name
-        cfg.task_options = {f.name: kwargs[f.name] for f in task_fields}
+        common_values = {k: v for k, v in kwargs.items() if k in common_names}
+        cfg = RunConfig(**{**common_values, "data": list(common_values["data"])}, task=name,
+                        task_options={f.name: kwargs[f.name] for f in task_fields})
         result = train(cfg)
         metrics = result["metrics"]
         split = "test" if metrics.get("test") else "validation"
@@ -153,12 +152,9 @@ def _read_inputs(texts, input_file) -> list:
     return items
 
 
-def _prediction_values(task_options: dict, batch_size: int | None) -> dict:
+def _prediction_values(task_options: dict) -> dict:
     """The prediction option values of `predict` / `serve` (run.predict_options reads them)."""
-    values = {k: v for k, v in task_options.items() if k != "_task_options_added"}
-    if batch_size:
-        values["batch_size"] = batch_size
-    return values
+    return {k: v for k, v in task_options.items() if k != "_task_options_added"}
 
 
 class PredictCommand(click.Command):
@@ -173,13 +169,12 @@ class PredictCommand(click.Command):
 @click.argument("model_dir")
 @click.argument("texts", nargs=-1)
 @click.option("--input", "input_file", help="File of inputs: a text per line, or JSON Lines with a text field.")
-@click.option("--batch-size", type=int, default=None, help="Inference batch size.")
-def predict(model_dir, texts, input_file, batch_size, **task_options):
+def predict(model_dir, texts, input_file, **task_options):
     """Run a trained model on texts; print JSON Lines."""
     from nlpfit.run import predict as run_predict
 
     inputs = _read_inputs(texts, input_file)
-    for row in run_predict(model_dir, inputs, _prediction_values(task_options, batch_size)):
+    for row in run_predict(model_dir, inputs, _prediction_values(task_options)):
         click.echo(json.dumps(row, ensure_ascii=False))
 
 
@@ -187,12 +182,11 @@ def predict(model_dir, texts, input_file, batch_size, **task_options):
 @click.argument("model_dir")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on (0: any free port).")
-@click.option("--batch-size", type=int, default=None, help="Inference batch size.")
 @click.option("--max-wait-ms", type=float, default=5.0, show_default=True,
               help="Dynamic batching: how long the oldest request waits for others to join its batch (0: off).")
 @click.option("--max-batch-inputs", type=int, default=256, show_default=True,
               help="Dynamic batching: the most inputs one batch gathers from several requests.")
-def serve(model_dir, host, port, batch_size, max_wait_ms, max_batch_inputs, **task_options):
+def serve(model_dir, host, port, max_wait_ms, max_batch_inputs, **task_options):
     """Serve a trained model over HTTP, loaded once: POST /predict {"inputs": [...], "options": {...}}
     returns {"predictions": [...]} (the rows of `nlpfit predict`); GET /health, GET /info.
     The prediction options given here are the defaults a request's "options" can override.
@@ -201,7 +195,7 @@ def serve(model_dir, host, port, batch_size, max_wait_ms, max_batch_inputs, **ta
 
     if max_wait_ms < 0 or max_batch_inputs < 1:
         raise NlpfitError("--max-wait-ms must be >= 0 and --max-batch-inputs >= 1")
-    run_serve(model_dir, host, port, _prediction_values(task_options, batch_size), max_wait_ms=max_wait_ms,
+    run_serve(model_dir, host, port, _prediction_values(task_options), max_wait_ms=max_wait_ms,
               max_batch_inputs=max_batch_inputs)
 
 
@@ -215,13 +209,96 @@ def list_tasks():
         click.echo(f"{name:14s} {cls.pipeline}")
 
 
-from nlpfit.tokenizer_train import tokenizer_group  # noqa: E402  (light: heavy imports are inside its functions)
+# ---- nlpfit tokenizer -------------------------------------------------------------------------------
+@click.group("tokenizer")
+def tokenizer_group():
+    """Train tokenizers."""
+
+
+@tokenizer_group.command("train")
+@click.option("--data", multiple=True, help="Folder of source files, JSON Lines/Parquet/CSV file, or hub dataset id "
+              "(repeat to concatenate; default: the Python standard library and installed packages).")
+@click.option("--data-config", default=None, help="Configuration name of a hub dataset.")
+@click.option("--vocab-size", type=int, default=52000, show_default=True, help="Vocabulary size.")
+@click.option("--output", required=True, help="Tokenizer folder to write.")
+@click.option("--from", "base", default=None,
+              help="Existing fast tokenizer (hub id or folder) whose pipeline is kept (train_new_from_iterator); "
+                   "default: a byte-level BPE from scratch.")
+@click.option("--glob", default="**/*.py", show_default=True, help="Files to read in a --data folder.")
+@click.option("--text-column", default="content", show_default=True, help="Text column of table / hub data.")
+@click.option("--filter-keywords", default=None,
+              help="Keep only files mentioning one of these comma-separated words (default data: "
+                   "pandas,sklearn,matplotlib,seaborn; '' keeps all).")
+@click.option("--min-frequency", type=int, default=2, show_default=True, help="Minimum pair count for a merge.")
+@click.option("--max-files", type=int, default=0, show_default=True, help="Train on at most N files (0: all).")
+@click.option("--validation-split", type=float, default=None,
+              help="Share of files held out for the report, routed as `nlpfit train clm` does "
+                   "[default: 0.05 with the default data, as train clm; else 0.1].")
+@click.option("--split-seed", type=int, default=42, show_default=True, help="Seed of the hold-out routing.")
+@click.option("--compare-files", type=int, default=500, show_default=True,
+              help="Held-out files on which tokens per file are compared.")
+@click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
+def train_command(data, data_config, vocab_size, output, base, glob, text_column, filter_keywords, min_frequency,
+                  max_files, validation_split, split_seed, compare_files, overwrite):
+    """Train a byte-level BPE tokenizer on a corpus and report tokens per file before/after.
+
+    \b
+    nlpfit tokenizer train --data code/ --vocab-size 52000 --output tok
+    nlpfit tokenizer train --data code.jsonl --text-column content --from gpt2 --output tok
+    """
+    from nlpfit.tokenizer_training import report_table, train_tokenizer_folder
+
+    facts = train_tokenizer_folder(list(data), vocab_size, output, base, glob=glob, text_column=text_column,
+                                    data_config=data_config, filter_keywords=filter_keywords,
+                                    min_frequency=min_frequency, max_files=max_files,
+                                    validation_split=validation_split, split_seed=split_seed,
+                                    compare_files=compare_files, overwrite=overwrite)
+    click.echo(report_table(facts["tokens_per_file"]))
+
 
 cli.add_command(tokenizer_group)
 
-from nlpfit.baseline import baseline_group  # noqa: E402  (light: its commands are built when used)
 
-cli.add_command(baseline_group(_option))
+# ---- nlpfit baseline --------------------------------------------------------------------------------
+def _lead3_command() -> click.Command:
+    from nlpfit.baseline import DATA_FIELDS, TASK_FIELDS
+    from nlpfit.tasks import task_class
+
+    common = [f for f in cli_fields(RunConfig) if f.name in DATA_FIELDS]
+    task = [f for f in dataclasses.fields(task_class("summarization").Options) if f.name in TASK_FIELDS]
+    params = [_option(f) for f in common + task]
+    params += [click.Option(["--split"], default="validation", show_default=True, help="Split to score."),
+               click.Option(["--json", "as_json"], is_flag=True, help="Print the scores as JSON.")]
+
+    def callback(split, as_json, **kwargs):
+        from nlpfit.baseline import lead3
+
+        values = {f.name: kwargs[f.name] for f in common}
+        cfg = RunConfig(**{**values, "data": list(values["data"])}, task="summarization",
+                        task_options={f.name: kwargs[f.name] for f in task})
+        scores = lead3(cfg, split)
+        if as_json:
+            click.echo(json.dumps(scores, indent=2))
+        else:
+            click.echo("  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in scores.items()))
+
+    return click.Command("lead3", params=params, callback=callback,
+                         help="ROUGE-1/2/L/Lsum of the first three sentences of each text (pysbd sentences) "
+                              "against its reference summary, on one split of --data.",
+                         short_help="ROUGE of the lead-3 summarization baseline.")
+
+
+class BaselineGroup(click.Group):
+    """`nlpfit baseline`; its commands are built when used, so `nlpfit --help` stays fast."""
+
+    def list_commands(self, ctx):
+        return ["lead3"]
+
+    def get_command(self, ctx, name):
+        return _lead3_command() if name == "lead3" else None
+
+
+cli.add_command(BaselineGroup("baseline", help="Scores of simple baselines (see `nlpfit baseline lead3 --help`)."))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,10 @@
 """One resolved run configuration, saved as OUT/run.json beside every model.
 
 `RunConfig` holds the options every task shares (engine, optimisation, data split); each task adds
-its own options as a small dataclass (`Task.Options`).  The command line is generated from these
-dataclasses, so a flag, its default and its help text are written once, here or in the task.
+its own options as a small dataclass (`Task.Options`), held typed in `RunConfig.task_options`.  The
+command line is generated from these dataclasses, so a flag, its default and its help text are
+written once, here or in the task.  A RunConfig is frozen: a step that fills something in (the
+offline defaults of `--model` and `--data`) makes a new one with `dataclasses.replace`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def opt(default: Any, help: str, flag: str | None = None, choices: tuple | None 
     return field(default=default, metadata=meta)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
     """Options shared by every task and both engines."""
 
@@ -48,8 +50,10 @@ class RunConfig:
     group_by_length: bool = opt(True, "Batch examples of similar length together (seeded, batches shuffled).")
     eval_steps: int = opt(0, "Also evaluate every N optimizer steps (0: once per epoch).")
     eval_before: bool = opt(False, "Evaluate once before training.")
-    validation_split: float = opt(0.1, "Fraction held out for validation when --data has no validation split.")
-    test_split: float = opt(0.0, "Fraction held out for test when --data is one file without a test split.")
+    validation_split: float | None = opt(None, "Fraction held out for validation when --data has no validation split "
+                                               "[default: 0.1; without --data, the task's default hold-out].")
+    test_split: float | None = opt(None, "Fraction held out for test when --data is one file without a test split "
+                                         "[default: 0; without --data, the task's default hold-out].")
     split_seed: int = opt(42, "Seed of the deterministic validation/test hold-out.")
     max_train_samples: int = opt(0, "Use only the first N training examples (0: all).")
     max_eval_samples: int = opt(0, "Use only the first N evaluation examples (0: all).")
@@ -58,10 +62,14 @@ class RunConfig:
     hub_model_id: str | None = opt(None, "Hub repository for --push-to-hub (default: the OUT folder name).")
     # filled in by the run, not by flags
     task: str = field(default="", metadata={"internal": True})
-    task_options: dict = field(default_factory=dict, metadata={"internal": True})
+    #: the task's Options dataclass instance (`tasks.typed_config` turns a dict of values into it)
+    task_options: Any = field(default=None, metadata={"internal": True})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
 
     @property
     def out(self) -> Path:

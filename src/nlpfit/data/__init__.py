@@ -8,6 +8,7 @@ deterministically.  How a single file is read is up to the task (CoNLL columns, 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +23,38 @@ SPLIT_NAMES = {
 
 def is_local(spec: str) -> bool:
     return os.path.exists(spec) or spec.startswith((".", "/", "~")) or os.sep in spec and Path(spec).suffix != ""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One `--data` value: a local folder, a local file, a hub dataset id, or a corpus that nlpfit
+    builds itself (`named`, e.g. python-docs)."""
+
+    spec: str
+    kind: str  # "folder", "file", "hub" or "named"
+    path: Path | None = None
+
+
+def sources(specs, named: tuple = ()) -> list[Source]:
+    """What each `--data` value names.  The one place that tells folders, files and hub ids apart:
+    a value that looks like a path but does not exist is an error, not a hub id."""
+    if not specs:
+        raise NlpfitError("--data is required")
+    out = []
+    for spec in specs:
+        spec = str(spec)
+        path = Path(os.path.expanduser(spec))
+        if spec in named:
+            out.append(Source(spec, "named"))
+        elif path.is_dir():
+            out.append(Source(spec, "folder", path))
+        elif path.is_file():
+            out.append(Source(spec, "file", path))
+        elif is_local(spec):
+            raise NlpfitError(f"--data {spec}: no such file or folder")
+        else:
+            out.append(Source(spec, "hub"))
+    return out
 
 
 def split_files(folder: Path) -> dict[str, Path]:
@@ -84,19 +117,14 @@ def load_splits(specs: list[str], read_file: Callable[[Path], "object"], *, conf
     """Read `--data` (one or several specs, concatenated per split) into a DatasetDict."""
     import datasets
 
-    if not specs:
-        raise NlpfitError("--data is required")
     parts: dict[str, list] = {}
-    for spec in specs:
-        path = Path(os.path.expanduser(spec))
-        if path.is_dir():
-            dsd = {split: read_file(f) for split, f in split_files(path).items()}
-        elif path.is_file():
-            dsd = {"train": read_file(path)}
-        elif is_local(spec):
-            raise NlpfitError(f"--data {spec}: no such file or folder")
+    for source in sources(specs):
+        if source.kind == "folder":
+            dsd = {split: read_file(f) for split, f in split_files(source.path).items()}
+        elif source.kind == "file":
+            dsd = {"train": read_file(source.path)}
         else:
-            dsd = dict(load_hub(spec, config))
+            dsd = dict(load_hub(source.spec, config))
         for split, ds in dsd.items():
             parts.setdefault(split, []).append(ds)
     out = {}

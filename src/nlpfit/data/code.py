@@ -249,23 +249,15 @@ class CodeCorpus:
     def __post_init__(self):
         self.specs = tuple(str(s) for s in self.specs)
         self.keywords = tuple(self.keywords)
-        if not self.specs:
-            raise NlpfitError("--data is required")
-        self._hub: dict = {}
-        for spec in self.specs:  # check what can be checked before any reading starts
-            path = Path(os.path.expanduser(spec))
-            if path.is_dir():
-                continue
-            if path.is_file():
-                if path.suffix.lower() not in TABLE_SUFFIXES:
-                    raise NlpfitError(f"--data {spec}: expected a folder of source files or a JSON Lines / "
-                                      "Parquet / CSV file")
-                continue
-            from nlpfit.data import is_local
+        from nlpfit.data import sources
 
-            if is_local(spec):
-                raise NlpfitError(f"--data {spec}: no such file or folder")
-            self._hub[spec] = hub_splits(spec, self.config)
+        self._hub: dict = {}
+        for source in sources(self.specs):  # check what can be checked before any reading starts
+            if source.kind == "file" and source.path.suffix.lower() not in TABLE_SUFFIXES:
+                raise NlpfitError(f"--data {source.spec}: expected a folder of source files or a JSON Lines / "
+                                  "Parquet / CSV file")
+            if source.kind == "hub":
+                self._hub[source.spec] = hub_splits(source.spec, self.config)
 
     def split_names(self) -> list[str]:
         names = {"train"}

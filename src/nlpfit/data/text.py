@@ -18,13 +18,12 @@ them and cuts the stream into blocks of `chunk_size` tokens, all in one batched 
 
 from __future__ import annotations
 
-import os
 import re
 from itertools import chain
 from pathlib import Path
 
 from nlpfit import NlpfitError
-from nlpfit.data import SPLIT_NAMES, hold_out, is_local, load_hub, read_table, split_files
+from nlpfit.data import SPLIT_NAMES, hold_out, load_hub, read_table, sources, split_files
 from nlpfit.log import info
 
 PYTHON_DOCS = "python-docs"
@@ -138,7 +137,7 @@ def text_of(ds, column: str, where: str) -> list[str]:
     return [t for t in ds[column] if t is not None and t.strip()]
 
 
-def read_text_source(spec: str, text_column: str = "text", document_per_file: bool = False,
+def read_text_source(source, text_column: str = "text", document_per_file: bool = False,
                      config: str | None = None) -> dict:
     """{split: Dataset(text)} for one `--data` value, without any hold-out."""
     import datasets
@@ -146,9 +145,9 @@ def read_text_source(spec: str, text_column: str = "text", document_per_file: bo
     def as_ds(texts: list[str]):
         return datasets.Dataset.from_dict({"text": texts})
 
-    if spec == PYTHON_DOCS:
+    spec, path = source.spec, source.path
+    if source.kind == "named":  # PYTHON_DOCS
         return {"train": as_ds(python_docs_paragraphs())}
-    path = Path(os.path.expanduser(spec))
 
     def read_file(p: Path):
         if p.suffix.lower() in TABLE_SUFFIXES:
@@ -157,16 +156,14 @@ def read_text_source(spec: str, text_column: str = "text", document_per_file: bo
             raise NlpfitError(f"{p}: empty file")
         return text_lines(p)
 
-    if path.is_dir():
+    if source.kind == "folder":
         if document_per_file:
             return document_splits(path)
         return {split: read_file(f) for split, f in split_files(path).items()}
-    if path.is_file():
+    if source.kind == "file":
         if document_per_file:
             raise NlpfitError(f"--document-per-file: --data {spec} is a file, not a folder of documents")
         return {"train": read_file(path)}
-    if is_local(spec):
-        raise NlpfitError(f"--data {spec}: no such file or folder")
     dsd = load_hub(spec, config)
     return {split: as_ds(text_of(ds, text_column, f"--data {spec} ({split})")) for split, ds in dsd.items()}
 
@@ -183,12 +180,11 @@ def load_text(specs: list[str], *, text_column: str = "text", document_per_file:
     """
     import datasets
 
-    if not specs:
-        raise NlpfitError("--data is required")
     train_splits = list(train_splits) or ["train"]
     parts: dict[str, list] = {}
-    for spec in specs:
-        splits = read_text_source(spec, text_column, document_per_file, config)
+    for source in sources(specs, named=(PYTHON_DOCS,)):
+        spec = source.spec
+        splits = read_text_source(source, text_column, document_per_file, config)
         chosen = [s for s in train_splits if s in splits]
         if train_splits != ["train"] and len(chosen) < len(train_splits):
             missing = sorted(set(train_splits) - set(splits))

@@ -1,20 +1,31 @@
 """Training engines: `trainer` (transformers.Trainer) and `accelerate` (our own loop).
 
-Both take the same RunConfig, use the task's hooks for loss and evaluation, evaluate with the same
+Both take the same arguments, use the task's hooks for loss and evaluation, evaluate with the same
 loop (`loop.evaluate`), and return the same `TrainResult`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
 class TrainResult:
-    model: object
+    """What an engine hands back to the run."""
+
+    #: the trained model, unwrapped (no DDP wrapper)
+    model: Any
+    #: the Accelerator the engine ran on (the run evaluates the test split with it)
+    accelerator: Any
+    #: training figures: loss, steps, epochs, runtime_s, samples/tokens per second, num_processes
     train: dict = field(default_factory=dict)
+    #: metrics of the last evaluation on the validation split
     eval: dict = field(default_factory=dict)
+    #: one entry per evaluation: epoch, step, train_loss, eval (flat metrics)
     history: list = field(default_factory=list)
+    #: predictions of the last evaluation (`Evaluation.predictions`)
+    predictions: Any = None
 
 
 def get_engine(name: str):

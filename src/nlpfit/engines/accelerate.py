@@ -20,6 +20,7 @@ from nlpfit.engines import TrainResult
 from nlpfit.engines.loop import (LengthGroupedBatches, cpu_distributed, evaluate, lengths_of, make_collate,
                                  param_groups)
 from nlpfit.log import info
+from nlpfit.metrics import summary
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -40,11 +41,7 @@ def save_checkpoint(accelerator, folder: Path, state: dict, keep: int = 1) -> Pa
     return path
 
 
-def summary(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
-
-
-def train(task, cfg, model, tokenizer, features, raw, checkpoint_dir: Path) -> TrainResult:
+def train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir: Path) -> TrainResult:
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -83,17 +80,20 @@ def train(task, cfg, model, tokenizer, features, raw, checkpoint_dir: Path) -> T
                               num_training_steps=total_updates * accelerator.num_processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
 
+    loss_fn = task.loss_function(tokenizer) or (lambda model, batch: model(**batch).loss)
     eval_seconds = [0.0]
+    last = {"predictions": None}
 
     def run_eval(tag: str) -> dict:
         if eval_split is None:
             return {}
         t0 = time.perf_counter()
-        metrics = evaluate(task, model, features[eval_split], raw[eval_split], cfg.eval_batch_size, accelerator,
-                           desc=f"evaluating ({tag})")
-        info(f"[{tag}] " + "  ".join(f"{k} {v:.4f}" for k, v in summary(metrics).items()))
+        result = evaluate(task, model, tokenizer, features[eval_split], raw[eval_split], facts, cfg.eval_batch_size,
+                          accelerator, desc=f"evaluating ({tag})")
+        last["predictions"] = result.predictions
+        info(f"[{tag}] " + "  ".join(f"{k} {v:.4f}" for k, v in summary(result.metrics).items()))
         eval_seconds[0] += time.perf_counter() - t0
-        return metrics
+        return result.metrics
 
     # ---- resume ---------------------------------------------------------------------------------
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "tokens": 0, "examples": 0}
@@ -126,7 +126,7 @@ def train(task, cfg, model, tokenizer, features, raw, checkpoint_dir: Path) -> T
         n_loss = 0
         for batch in loader:
             with accelerator.accumulate(model):
-                loss = task.compute_loss(model, batch)
+                loss = loss_fn(model, batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -172,6 +172,5 @@ def train(task, cfg, model, tokenizer, features, raw, checkpoint_dir: Path) -> T
                      "tokens_per_second": round(tokens / runtime, 1) if runtime else None,
                      "num_processes": accelerator.num_processes}
     accelerator.wait_for_everyone()
-    result = TrainResult(model=accelerator.unwrap_model(model), train=train_metrics, eval=last_eval, history=history)
-    result.accelerator = accelerator
-    return result
+    return TrainResult(model=accelerator.unwrap_model(model), accelerator=accelerator, train=train_metrics,
+                       eval=last_eval, history=history, predictions=last["predictions"])

@@ -7,10 +7,12 @@ from __future__ import annotations
 import inspect
 import math
 import random
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
+
+from nlpfit.inference import longest_first
 
 
 def cpu_distributed() -> bool:
@@ -18,23 +20,6 @@ def cpu_distributed() -> bool:
     import os
 
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def inference_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def longest_first(lengths: list[int]) -> list[int]:
-    """Indices of the examples, longest first (stable among equal lengths): batches cut from this
-    order pad little; a caller puts its results back in input order by index."""
-    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
-
-
-def batches_by_length(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
-    """Batches of indices of examples of similar length (`longest_first`, cut every `batch_size`)."""
-    order = longest_first(lengths)
-    for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
 
 
 def lengths_of(dataset) -> list[int]:
@@ -111,14 +96,16 @@ def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
     return 1 - sum(lengths) / total if total else 0.0
 
 
-def evaluate(task, model, features, raw, batch_size: int, accelerator=None, desc: str = "evaluating") -> dict:
-    """Task metrics on one split: batches sorted by length, run under inference mode, outputs gathered
-    across processes and put back in dataset order, then `task.compute_metrics`."""
-    outputs = predict_outputs(task, model, features, batch_size, accelerator, desc)
-    return task.compute_metrics(outputs, features, raw)
+def evaluate(task, model, tokenizer, features, raw, facts, batch_size: int, accelerator=None,
+             desc: str = "evaluating"):
+    """Task metrics on one split (an `Evaluation`): batches sorted by length, run under inference
+    mode, outputs gathered across processes and put back in dataset order, then `task.compute_metrics`."""
+    outputs = predict_outputs(task, model, tokenizer, features, batch_size, accelerator, desc)
+    return task.compute_metrics(outputs, features, raw, facts, tokenizer)
 
 
-def predict_outputs(task, model, features, batch_size: int, accelerator=None, desc: str = "evaluating") -> dict:
+def predict_outputs(task, model, tokenizer, features, batch_size: int, accelerator=None,
+                    desc: str = "evaluating") -> dict:
     """Per-example outputs of `task.eval_step`, in dataset order, identical for any process count.
 
     The split is reordered longest first and cut into fixed-size batches; accelerate shards the
@@ -132,7 +119,7 @@ def predict_outputs(task, model, features, batch_size: int, accelerator=None, de
     accelerator = accelerator or Accelerator(cpu=cpu_distributed())
     lengths = lengths_of(features)
     order = longest_first(lengths)
-    collate = make_collate(task.eval_collator(task.tokenizer, model), model)
+    collate = make_collate(task.eval_collator(tokenizer, model), model)
     loader = DataLoader(features.select(order), batch_size=batch_size, shuffle=False, collate_fn=collate)
     loader = accelerator.prepare_data_loader(loader)
     was_training = model.training

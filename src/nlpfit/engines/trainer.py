@@ -8,20 +8,21 @@ from pathlib import Path
 
 from nlpfit.engines import TrainResult
 from nlpfit.engines.loop import cpu_distributed, evaluate, lengths_of
-from nlpfit.engines.accelerate import summary
 from nlpfit.log import info
-from nlpfit.tasks.base import Task
+from nlpfit.metrics import summary
 
 
 def trainer_class(base):
     class NlpfitTrainer(base):
         """`base` with the task's loss and the task's evaluation."""
 
-        def __init__(self, *args, task, features, raw, eval_batch_size, **kwargs):
+        def __init__(self, *args, task, features, raw, facts, eval_batch_size, loss_fn=None, **kwargs):
             super().__init__(*args, **kwargs)
-            self.task, self.features, self.raw, self.eval_bs = task, features, raw, eval_batch_size
+            self.task, self.features, self.raw, self.facts = task, features, raw, facts
+            self.eval_bs, self.loss_fn = eval_batch_size, loss_fn
             self.last_eval: dict = {}
-            if type(task).compute_loss is not Task.compute_loss:
+            self.last_predictions = None
+            if loss_fn is not None:
                 self.model_accepts_loss_kwargs = False  # the task's loss is a mean: let Trainer scale it
 
         @property
@@ -40,15 +41,17 @@ def trainer_class(base):
             return out
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if return_outputs or type(self.task).compute_loss is Task.compute_loss:
+            if return_outputs or self.loss_fn is None:
                 return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                             num_items_in_batch=num_items_in_batch)
-            return self.task.compute_loss(model, inputs)
+            return self.loss_fn(model, inputs)
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-            metrics = evaluate(self.task, self.model, self.features["validation"], self.raw["validation"],
-                               self.eval_bs, self.accelerator, desc=f"evaluating (step {self.state.global_step})")
-            self.last_eval = metrics
+            result = evaluate(self.task, self.model, self.processing_class, self.features["validation"],
+                              self.raw["validation"], self.facts, self.eval_bs, self.accelerator,
+                              desc=f"evaluating (step {self.state.global_step})")
+            metrics = self.last_eval = result.metrics
+            self.last_predictions = result.predictions
             flat = {f"{metric_key_prefix}_{k}": v for k, v in summary(metrics).items()}
             info(f"[epoch {self.state.epoch or 0:.2f}] " + "  ".join(f"{k} {v:.4f}" for k, v in summary(metrics).items()))
             self.log(flat)  # into state.log_history, which checkpoints keep: `history` survives --resume
@@ -58,12 +61,10 @@ def trainer_class(base):
     return NlpfitTrainer
 
 
-def train(task, cfg, model, tokenizer, features, raw, checkpoint_dir: Path) -> TrainResult:
-    from transformers import Trainer, TrainingArguments
-
+def train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir: Path) -> TrainResult:
     has_eval = "validation" in features
     per_epoch = "steps" if cfg.eval_steps else "epoch"
-    args_cls = getattr(task, "training_arguments_class", TrainingArguments)
+    base, args_cls = task.trainer_classes()
     args = args_cls(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=cfg.batch_size,
@@ -93,13 +94,13 @@ def train(task, cfg, model, tokenizer, features, raw, checkpoint_dir: Path) -> T
         remove_unused_columns=True,
         disable_tqdm=False,
         use_cpu=cpu_distributed(),
-        **getattr(task, "training_arguments", lambda: {})(),
+        **task.training_arguments(),
     )
-    base = getattr(task, "trainer_base", Trainer)
     trainer = trainer_class(base)(
         model=model, args=args, data_collator=task.collator(tokenizer, model),
         train_dataset=features["train"], eval_dataset=features["validation"] if has_eval else None,
-        processing_class=tokenizer, task=task, features=features, raw=raw, eval_batch_size=cfg.eval_batch_size)
+        processing_class=tokenizer, task=task, features=features, raw=raw, facts=facts,
+        eval_batch_size=cfg.eval_batch_size, loss_fn=task.loss_function(tokenizer))
     resume = None
     if cfg.resume:
         ckpts = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -123,6 +124,5 @@ def train(task, cfg, model, tokenizer, features, raw, checkpoint_dir: Path) -> T
     # the last scheduled evaluation is the final one; evaluate now if none ran after the last step
     if has_eval and (not history or history[-1]["step"] != trainer.state.global_step):
         trainer.evaluate()
-    result = TrainResult(model=trainer.model, train=train_metrics, eval=trainer.last_eval, history=trainer.history)
-    result.accelerator = trainer.accelerator
-    return result
+    return TrainResult(model=trainer.model, accelerator=trainer.accelerator, train=train_metrics,
+                       eval=trainer.last_eval, history=trainer.history, predictions=trainer.last_predictions)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 
 def _fmt(v) -> str:
     if isinstance(v, float):
@@ -9,30 +11,34 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def model_card(task, cfg, metrics: dict, base_model: str, custom_pipeline: bool = False) -> str:
+def model_card(task, cfg, metrics: dict, task_data: dict, custom_pipeline: bool = False) -> str:
+    """The card of a run: `task_data` is what the task's `card_data` returned."""
+    from nlpfit.models import SCRATCH
+
     name = cfg.out.name
+    base_model = cfg.model
     eval_m = {k: v for k, v in (metrics.get("eval") or {}).items() if not isinstance(v, (dict, list))}
     test_m = {k: v for k, v in (metrics.get("test") or {}).items() if not isinstance(v, (dict, list))}
     meta = ["---", "library_name: transformers", f"pipeline_tag: {task.pipeline}", "tags:", "- nlpfit",
             f"- {cfg.task}"]
     if cfg.data and not any(s.startswith(("/", ".")) for s in cfg.data):
         meta += ["datasets:"] + [f"- {d}" for d in cfg.data]
-    if base_model and not base_model.startswith("/") and base_model != "scratch":
+    if base_model and not base_model.startswith("/") and base_model != SCRATCH:
         meta.append(f"base_model: {base_model}")
     meta.append("---")
     lines = meta + ["", f"# {name}", "",
                     f"A {task.pipeline} model trained with nlpfit (`nlpfit train {cfg.task}`), "
-                    + ("built from its configuration (random initialisation)." if base_model == "scratch"
+                    + ("built from its configuration (random initialisation)." if base_model == SCRATCH
                        else f"starting from `{base_model}`."), "",
                     "## Data", "", "- " + "\n- ".join(cfg.data), ""]
-    extra = task.card_data()
+    extra = task_data
     if extra.get("labels"):
         lines += [f"Labels ({len(extra['labels'])}): " + ", ".join(f"`{l}`" for l in extra["labels"]), ""]
     lines += ["## Training", "", "| hyperparameter | value |", "|---|---|"]
     for key in ("engine", "epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay", "warmup_ratio",
                 "scheduler", "seed", "mixed_precision", "group_by_length"):
         lines.append(f"| {key} | {_fmt(getattr(cfg, key))} |")
-    for key, value in cfg.task_options.items():
+    for key, value in dataclasses.asdict(cfg.task_options).items():
         lines.append(f"| {key} | {_fmt(value)} |")
     for title, m in (("Validation", eval_m), ("Test", test_m)):
         if m:

@@ -46,7 +46,6 @@ class Predictor:
         self.task = make_task(cfg)
         self.defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
         predict_options(self.task, self.defaults)  # the defaults must be valid options themselves
-        self.batch_size = self.task.cfg.eval_batch_size
         self.loaded = self.task.load_predictor(out_dir)
         self.lock = threading.Lock()
         self.name = cfg.task or self.task.name
@@ -64,15 +63,12 @@ class Predictor:
         known = self.option_fields()
         values = dict(self.defaults)
         for name, value in given.items():
-            if name == "batch_size":
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise NlpfitError("option batch_size: a positive integer")
-                values[name] = value
-                continue
             f = known.get(name)
             if f is None:
                 raise NlpfitError(f"option {name!r}: {self.name} has no such prediction option "
-                                  f"(it has {', '.join(sorted([*known, 'batch_size']))})")
+                                  f"(it has {', '.join(sorted(known))})")
+            if name == "batch_size" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise NlpfitError("option batch_size: a positive integer")
             values[name] = _checked(f, value)
         return values
 
@@ -92,17 +88,16 @@ class Predictor:
         from nlpfit.run import predict_options
 
         with self.lock:
-            self.task.cfg.eval_batch_size = self.batch_size
             popts = predict_options(self.task, values)
             return list(self.task.predict_with(self.loaded, inputs, popts))
 
     def info(self) -> dict:
-        from nlpfit.engines.accelerate import summary
+        from nlpfit.run import predict_options
+        from nlpfit.metrics import summary
 
         metrics_file = Path(self.out_dir) / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        defaults = dataclasses.asdict(self.task.PredictOptions())
-        defaults.update(self.defaults)
+        defaults = dataclasses.asdict(predict_options(self.task, self.defaults))
         return {"task": self.name, "model": str(self.out_dir), "pipeline": self.task.pipeline,
                 "eval": summary(metrics.get("eval") or {}),
                 "options": defaults}

@@ -24,14 +24,16 @@ import math
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 from nlpfit import NlpfitError
 from nlpfit.config import opt
 from nlpfit.log import info, warn
-from nlpfit.tasks.base import Task
+from nlpfit.models import SCRATCH
+from nlpfit.tasks import base
+from nlpfit.tasks.base import Evaluation, Task
 
-SCRATCH = "scratch"  # --model value of a model initialised from --config (as the model card knows it)
 DEFAULT_NEW_TOKENS = 64
 STREAM_BATCH = 32  # files tokenized at once when streaming
 
@@ -63,12 +65,22 @@ class Options:
 
 
 @dataclass
-class PredictOptions:
+class PredictOptions(base.PredictOptions):
     max_new_tokens: int = opt(0, "Tokens to generate (0: the model's generation_config; 64 for models trained here).")
     temperature: float = opt(0.0, "Sampling temperature (0: greedy decoding).")
     top_p: float = opt(1.0, "Nucleus sampling: keep the smallest token set of this probability (with --temperature).")
     num_return_sequences: int = opt(1, "Completions per prompt (needs --temperature > 0).")
     seed: int = opt(0, "Random seed of sampling (same seed, same completions).")
+
+
+@dataclass(frozen=True)
+class Facts(base.Facts):
+    #: the training files are streamed (a datasets.IterableDataset)
+    streaming: bool = False
+    #: what reading the corpus found: total, kept, binary, undecodable, empty files
+    scan: dict | None = None
+    #: per split: blocks, tokens, dropped tokens
+    blocks: dict = field(default_factory=dict)
 
 
 # ---- the loss ---------------------------------------------------------------------------------------
@@ -196,6 +208,7 @@ class CausalLM(Task):
     pipeline = "text-generation"
     Options = Options
     PredictOptions = PredictOptions
+    Facts = Facts
     # the course's recipe (lr 5e-4, weight decay 0.1, cosine) with CPU-sized batches
     defaults = {"lr": 5e-4, "weight_decay": 0.1, "scheduler": "cosine", "warmup_ratio": 0.05, "epochs": 1.0,
                 "batch_size": 16, "eval_batch_size": 16, "group_by_length": False}
@@ -203,19 +216,17 @@ class CausalLM(Task):
     greater_is_better = False
     default_split = (0.05, 0.0)
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.facts: dict = {}
-        self._keytoken_ids: list[int] | None = None
-
     # ---- 1. data ----------------------------------------------------------------------------
     def default_data(self) -> list[str]:
-        from nlpfit.data.code import DS_KEYWORDS, default_sources
+        from nlpfit.data.code import default_sources
 
-        if self.opts.filter_keywords is None:  # recorded in run.json, so that `evaluate` reads the same files
-            self.opts.filter_keywords = ",".join(DS_KEYWORDS)
-            self.cfg.task_options["filter_keywords"] = self.opts.filter_keywords
         return default_sources()
+
+    def default_data_options(self) -> dict:
+        """The course's data-science filter, recorded in run.json so that `evaluate` reads the same files."""
+        from nlpfit.data.code import DS_KEYWORDS
+
+        return {"filter_keywords": ",".join(DS_KEYWORDS)} if self.opts.filter_keywords is None else {}
 
     def default_model(self) -> str:
         return SCRATCH
@@ -232,14 +243,14 @@ class CausalLM(Task):
                           keywords=tuple(parse_keywords(o.filter_keywords)), validation=cfg.validation_split,
                           test=cfg.test_split, seed=cfg.split_seed)
 
-    def load_data(self, model_dir: str | None = None):
+    def load_data(self, trained: Facts | None = None):
         import datasets
 
         cfg, o = self.cfg, self.opts
         corpus = self.corpus()
         keywords = list(corpus.keywords)
         where = f"--data {', '.join(cfg.data)}"
-        streaming = o.streaming and model_dir is None
+        streaming = o.streaming and trained is None
         if streaming:
             if cfg.max_steps <= 0:
                 raise NlpfitError("--streaming: a stream has no length; set --max-steps")
@@ -259,8 +270,7 @@ class CausalLM(Task):
             raw = {"train": train, **raw}
             info("data: streaming the training files; " + ", ".join(f"{s} {len(d)} files" for s, d in raw.items()
                                                                      if s != "train"))
-            self.facts["streaming"] = True
-            return raw
+            return raw, Facts(streaming=True)
 
         def all_docs():
             yield from corpus.documents(None)
@@ -283,21 +293,21 @@ class CausalLM(Task):
         info(f"data: {summary}")
         if report.examples_skipped:
             info("  skipped, e.g. " + "; ".join(report.examples_skipped))
-        self.facts["scan"] = {"total": report.total, "kept": report.kept, "binary": report.binary,
-                              "undecodable": report.undecodable, "empty": report.empty}
+        scan = {"total": report.total, "kept": report.kept, "binary": report.binary,
+                "undecodable": report.undecodable, "empty": report.empty}
         raw = datasets.DatasetDict()
         for split in corpus.split_names():
             part = everything.filter(lambda s, split=split: s == split, input_columns="split",
                                      desc=f"routing {split}").remove_columns("split")
             if len(part):
                 raw[split] = part
-        if "train" not in raw and model_dir is None:
+        if "train" not in raw and trained is None:
             raise NlpfitError(f"{where}: no training documents (all {len(everything)} went to validation/test)")
         info("data: " + ", ".join(f"{s} {len(d)} files" for s, d in raw.items()))
-        return raw
+        return raw, Facts(scan=scan)
 
     # ---- 2. model and tokenizer --------------------------------------------------------------
-    def build(self, raw):
+    def build(self, raw, facts):
         from transformers import AutoModelForCausalLM
 
         from nlpfit.models import load_model, load_tokenizer, resolve_model
@@ -329,7 +339,6 @@ class CausalLM(Task):
         n_params = sum(p.numel() for p in model.parameters())
         info(f"model: {model.config.model_type}, {n_params / 1e6:.1f}M parameters"
              + (" (random initialisation)" if self.from_scratch else f" (from {self.cfg.model})"))
-        self.facts.update({"parameters": n_params, "vocab_size": len(tokenizer), "architecture": model.config.model_type})
         return model, tokenizer
 
     def _load_tokenizer(self, spec: str):
@@ -341,14 +350,12 @@ class CausalLM(Task):
             raise NlpfitError(str(exc).replace("--model", "--tokenizer", 1)) from None
 
     def _train_tokenizer(self, train):
-        from nlpfit.tokenizer_train import train_bpe
+        from nlpfit.tokenizer_training import train_bpe
 
         info(f"--tokenizer not given: training a byte-level BPE tokenizer ({self.opts.vocab_size} tokens) on the "
              "training files first (`nlpfit tokenizer train` does this once for several runs)")
         texts = (row["content"] for row in train)
-        tokenizer = train_bpe(texts, self.opts.vocab_size)
-        self.facts["tokenizer"] = f"byte-level BPE trained on the training files ({len(tokenizer)} tokens)"
-        return tokenizer
+        return train_bpe(texts, self.opts.vocab_size)
 
     def _prepare_tokenizer(self, tokenizer) -> None:
         if tokenizer.eos_token is None:
@@ -372,7 +379,7 @@ class CausalLM(Task):
             config = GPT2Config()  # its defaults are GPT-2 small's hyperparameters
         else:
             try:
-                config = AutoConfig.from_pretrained(spec)
+                config = AutoConfig.from_pretrained(spec, trust_remote_code=False)
             except Exception as exc:
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise NlpfitError(f"--config {spec}: cannot load this configuration: {msg}") from None
@@ -394,7 +401,7 @@ class CausalLM(Task):
             config.max_position_embeddings = o.context_length
         config.n_ctx = o.context_length  # as the course records it
         try:
-            return AutoModelForCausalLM.from_config(config)
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=False)
         except ValueError as exc:
             raise NlpfitError(f"--config {spec}: not a causal language model ({str(exc).splitlines()[0]})") from None
 
@@ -408,12 +415,12 @@ class CausalLM(Task):
         return load_model(AutoModelForCausalLM, out_dir, "causal language"), tokenizer
 
     # ---- 3. features ------------------------------------------------------------------------
-    def preprocess(self, raw, tokenizer):
+    def preprocess(self, raw, tokenizer, model_config, facts, *, training):
         import datasets
 
         o = self.opts
         ctx = o.context_length
-        features = {}
+        features, blocks = {}, {}
         for split, ds in raw.items():
             if isinstance(ds, datasets.IterableDataset):
                 features[split] = self._stream_features(ds, tokenizer)
@@ -425,7 +432,7 @@ class CausalLM(Task):
                 n_tok = sum(feats.data.column("input_ids").combine_chunks().value_lengths().to_pylist())
                 info(f"{split}: {len(feats)} blocks from {n_tok} tokens (files packed with eos separators, "
                      "last block shorter: nothing dropped)")
-                self.facts.setdefault("blocks", {})[split] = {"blocks": len(feats), "tokens": n_tok, "dropped": 0}
+                blocks[split] = {"blocks": len(feats), "tokens": n_tok, "dropped": 0}
             else:
                 chunks = ds.map(chunk_batch, batched=True, remove_columns=ds.column_names,
                                 fn_kwargs={"tokenizer": tokenizer, "context_length": ctx}, desc=f"tokenizing {split}")
@@ -439,12 +446,12 @@ class CausalLM(Task):
                 feats = feats.flatten_indices()  # a contiguous table (loop.lengths_of reads the Arrow column)
                 info(f"{split}: {len(feats)} blocks of {ctx} tokens; dropped {dropped} of {total} tokens "
                      f"({dropped / max(total, 1):.1%}) in partial blocks at file ends (--pack keeps them)")
-                self.facts.setdefault("blocks", {})[split] = {"blocks": len(feats), "tokens": total, "dropped": dropped}
+                blocks[split] = {"blocks": len(feats), "tokens": total, "dropped": dropped}
             if len(feats) == 0:
                 raise NlpfitError(f"{split}: no block of {ctx} tokens (files too short: lower --context-length or "
                                   "use --pack)")
             features[split] = feats
-        return features
+        return features, dataclasses.replace(facts, blocks=blocks)
 
     def _stream_features(self, ds, tokenizer):
         import datasets
@@ -464,33 +471,34 @@ class CausalLM(Task):
         return causal_lm_collator(tokenizer)
 
     # ---- 4. loss and evaluation ---------------------------------------------------------------
-    def keytoken_ids(self) -> list[int]:
-        if self._keytoken_ids is None:
-            from nlpfit.data.code import parse_keywords
-
-            self._keytoken_ids = keyword_token_ids(self.tokenizer, parse_keywords(self.opts.keyword_weighted_loss))
-            info(f"--keyword-weighted-loss: {len(self._keytoken_ids)} keyword tokens, alpha {self.opts.keyword_alpha}")
-        return self._keytoken_ids
-
-    def compute_loss(self, model, batch):
+    def loss_function(self, tokenizer):
+        """With --keyword-weighted-loss, the course's keytoken-weighted loss; else the model's own."""
         if not self.opts.keyword_weighted_loss:
-            return model(**batch).loss
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs).logits
-        return keytoken_weighted_loss(logits, batch["labels"], batch["input_ids"], self.keytoken_ids(),
-                                      self.opts.keyword_alpha, batch.get("attention_mask"))
+            return None
+        from nlpfit.data.code import parse_keywords
+
+        keytoken_ids = keyword_token_ids(tokenizer, parse_keywords(self.opts.keyword_weighted_loss))
+        alpha = self.opts.keyword_alpha
+        info(f"--keyword-weighted-loss: {len(keytoken_ids)} keyword tokens, alpha {alpha}")
+
+        def loss(model, batch):
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+            return keytoken_weighted_loss(logits, batch["labels"], batch["input_ids"], keytoken_ids, alpha,
+                                          batch.get("attention_mask"))
+
+        return loss
 
     def eval_step(self, model, batch):
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
         loss, counted = token_losses(logits, batch["labels"])
         return {"loss_sum": loss.sum(dim=1), "n_tokens": counted.sum(dim=1)}
 
-    def compute_metrics(self, outputs, features, raw):
+    def compute_metrics(self, outputs, features, raw, facts, tokenizer):
         import numpy as np
 
         n = float(np.sum(outputs["n_tokens"]))
         loss = float(np.sum(outputs["loss_sum"], dtype=np.float64) / max(n, 1.0))
-        return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": int(n)}
+        return Evaluation({"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": int(n)})
 
     # ---- 5. prediction --------------------------------------------------------------------------
     def check_inputs(self, out_dir, inputs, popts):
@@ -504,9 +512,9 @@ class CausalLM(Task):
     def load_predictor(self, out_dir):
         from transformers import pipeline
 
-        from nlpfit.engines.loop import inference_device
+        from nlpfit.inference import inference_device
 
-        pipe = pipeline("text-generation", model=out_dir, device=inference_device())
+        pipe = pipeline("text-generation", model=out_dir, device=inference_device(), trust_remote_code=False)
         if pipe.tokenizer.pad_token is None:
             pipe.tokenizer.pad_token = pipe.tokenizer.eos_token
         return pipe
@@ -536,8 +544,17 @@ class CausalLM(Task):
                 outs = pipe(text, **kwargs)
             yield {"text": text, "completions": [o["generated_text"] for o in outs]}
 
-    def card_data(self):
+    def card_data(self, facts, model, tokenizer):
         o = self.opts
-        return {"context_length": o.context_length, "pack": o.pack, "streaming": o.streaming,
-                "config": o.config if self.from_scratch else None, "tokenizer": o.tokenizer or self.facts.get("tokenizer"),
-                "filter_keywords": o.filter_keywords, "keyword_weighted_loss": o.keyword_weighted_loss, **self.facts}
+        tokenizer_source = o.tokenizer or (f"byte-level BPE trained on the training files ({len(tokenizer)} tokens)"
+                                           if self.from_scratch else None)
+        data = {"context_length": o.context_length, "pack": o.pack, "streaming": facts.streaming or o.streaming,
+                "config": o.config if self.from_scratch else None, "tokenizer": tokenizer_source,
+                "filter_keywords": o.filter_keywords, "keyword_weighted_loss": o.keyword_weighted_loss,
+                "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer),
+                "architecture": model.config.model_type}
+        if facts.scan is not None:
+            data["scan"] = facts.scan
+        if facts.blocks:
+            data["blocks"] = facts.blocks
+        return data

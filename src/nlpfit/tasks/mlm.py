@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -29,7 +30,8 @@ from nlpfit.config import opt
 from nlpfit.data.text import PYTHON_DOCS, block_size, chunk_corpus, load_text
 from nlpfit.log import info
 from nlpfit.models import MINILM, load_model, load_tokenizer, resolve_model
-from nlpfit.tasks.base import Task
+from nlpfit.tasks import base
+from nlpfit.tasks.base import Evaluation, Task
 
 #: masking probability when --mlm-probability is not given
 DEFAULT_PROBABILITY = {"random": 0.15, "whole-word": 0.2}
@@ -58,8 +60,14 @@ class Options:
 
 
 @dataclass
-class PredictOptions:
+class PredictOptions(base.PredictOptions):
     top_k: int = opt(5, "Number of candidates (fill-mask, classification).")
+
+
+@dataclass(frozen=True)
+class Facts(base.Facts):
+    #: tokens per block (--chunk-size capped at the model's maximum), known once preprocessed
+    block: int = 0
 
 
 # ---- masking ----------------------------------------------------------------------------------------
@@ -146,6 +154,14 @@ def masked_logits(model, batch):
     return logits, labels[keep], rows
 
 
+def masked_lm_loss(model, batch):
+    """Cross-entropy over the masked tokens, with vocabulary logits computed only there."""
+    import torch
+
+    logits, labels, _ = masked_logits(model, batch)
+    return torch.nn.functional.cross_entropy(logits.float(), labels)
+
+
 def perplexity(loss: float) -> float:
     try:
         return math.exp(loss)
@@ -158,6 +174,7 @@ class MaskedLM(Task):
     pipeline = "fill-mask"
     Options = Options
     PredictOptions = PredictOptions
+    Facts = Facts
     # perplexity before training is the baseline of domain adaptation: always measure it
     defaults = {"eval_before": True}
     main_metric = "perplexity"
@@ -178,17 +195,17 @@ class MaskedLM(Task):
     def default_model(self) -> str:
         return MINILM
 
-    def load_data(self, model_dir: str | None = None):
+    def load_data(self, trained=None):
         cfg, o = self.cfg, self.opts
         self.probability  # check --mlm-probability before reading anything
         raw = load_text(cfg.data, text_column=o.text_column, document_per_file=o.document_per_file,
                         config=cfg.data_config, train_splits=list(o.train_split), validation=cfg.validation_split,
-                        test=cfg.test_split, seed=cfg.split_seed, require_train=model_dir is None)
+                        test=cfg.test_split, seed=cfg.split_seed, require_train=trained is None)
         info("data: " + ", ".join(f"{s} {len(d)} documents" for s, d in raw.items()))
-        return raw
+        return raw, Facts()
 
     # ---- 2. model and features ----------------------------------------------------------------
-    def build(self, raw):
+    def build(self, raw, facts):
         from transformers import AutoModelForMaskedLM
 
         path = resolve_model(self.cfg.model)
@@ -198,7 +215,6 @@ class MaskedLM(Task):
                               "trained as a masked LM (use an encoder such as BERT or RoBERTa)")
         if self.opts.masking == "whole-word" and not tokenizer.is_fast:
             raise NlpfitError(f"--masking whole-word: --model {self.cfg.model} has no fast tokenizer (word ids)")
-        self.training = True  # preprocess: the train split stays unmasked (masked anew in every batch)
         model, loading = _quietly(load_model, AutoModelForMaskedLM, path, "masked-LM", output_loading_info=True)
         prefix = model.base_model_prefix + "."
         new_head = sorted(k for k in loading["missing_keys"] if not k.startswith(prefix))
@@ -209,26 +225,24 @@ class MaskedLM(Task):
             tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
             info(f"--model {self.cfg.model} has no masked-LM head: initialised a new one "
                  f"({len(new_head)} tensors{', decoder tied to the input embeddings' if tied else ''})")
-        self.model_config = model.config
         return model, tokenizer
 
     def load_trained(self, out_dir: str):
         from transformers import AutoModelForMaskedLM
 
-        model = load_model(AutoModelForMaskedLM, out_dir, "masked-LM")
-        self.model_config = model.config
-        return model, load_tokenizer(out_dir)
+        return load_model(AutoModelForMaskedLM, out_dir, "masked-LM"), load_tokenizer(out_dir)
 
-    def preprocess(self, raw, tokenizer):
+    def preprocess(self, raw, tokenizer, model_config, facts, *, training):
+        """Blocks of every split; with `training` the train split stays unmasked (masked anew in
+        every batch by the collator), every other split is masked once (`mask_eval`)."""
         import datasets
 
         o = self.opts
-        size = block_size(o.chunk_size, tokenizer, getattr(self, "model_config", None))
-        self.block = size
+        size = block_size(o.chunk_size, tokenizer, model_config)
         features = datasets.DatasetDict()
         for split, ds in raw.items():
             blocks = chunk_corpus(ds, tokenizer, size, desc=f"chunking {split}")
-            is_train = split == "train" and getattr(self, "training", False)
+            is_train = split == "train" and training
             n = o.train_size if is_train else o.test_size
             if 0 < n < len(blocks):
                 # flatten: the engines read lengths from the Arrow table, not through an indices mapping
@@ -241,7 +255,7 @@ class MaskedLM(Task):
             features[split] = blocks
         info("blocks of %d tokens: " % size + ", ".join(f"{s} {len(d)}" for s, d in features.items())
              + f"; masking {o.masking} p={self.probability}" + (" mask-only" if o.mask_only else ""))
-        return features
+        return features, dataclasses.replace(facts, block=size)
 
     def mask_eval(self, blocks, tokenizer):
         """Mask an evaluation split once: block i always gets the masks of generator seed (S, i)."""
@@ -281,11 +295,8 @@ class MaskedLM(Task):
         return {"label_names": ["labels", "word_ids"]} if self.opts.masking == "whole-word" else {}
 
     # ---- 3. loss and evaluation: vocabulary logits only where a token is masked ----------------
-    def compute_loss(self, model, batch):
-        import torch
-
-        logits, labels, _ = masked_logits(model, batch)
-        return torch.nn.functional.cross_entropy(logits.float(), labels)
+    def loss_function(self, tokenizer):
+        return masked_lm_loss
 
     def eval_step(self, model, batch):
         import torch
@@ -296,11 +307,11 @@ class MaskedLM(Task):
         loss_sum = torch.zeros(n, device=token_loss.device).index_add_(0, rows, token_loss)
         return {"loss_sum": loss_sum, "n_tokens": (batch["labels"] != -100).sum(dim=1)}
 
-    def compute_metrics(self, outputs, features, raw):
+    def compute_metrics(self, outputs, features, raw, facts, tokenizer):
         total = math.fsum(float(x) for x in outputs["loss_sum"])
         n = int(sum(int(x) for x in outputs["n_tokens"]))
         loss = total / n if n else float("nan")
-        return {"loss": loss, "perplexity": perplexity(loss), "masked_tokens": n}
+        return Evaluation({"loss": loss, "perplexity": perplexity(loss), "masked_tokens": n})
 
     # ---- 4. prediction ------------------------------------------------------------------------
     def check_inputs(self, out_dir, inputs, popts):
@@ -309,23 +320,24 @@ class MaskedLM(Task):
     def load_predictor(self, out_dir):
         from transformers import pipeline
 
-        from nlpfit.engines.loop import inference_device
+        from nlpfit.inference import inference_device
 
-        return pipeline("fill-mask", model=out_dir, tokenizer=load_tokenizer(out_dir), device=inference_device())
+        return pipeline("fill-mask", model=out_dir, tokenizer=load_tokenizer(out_dir), device=inference_device(),
+                        trust_remote_code=False)
 
     def predict_with(self, pipe, inputs, popts):
         """The `top_k` best fillers of each mask; texts may write [MASK] or <mask> for the model's mask."""
         tokenizer = pipe.tokenizer
         texts = masked_texts(inputs, tokenizer.mask_token, popts.top_k)
-        for text, result in zip(texts, fill_sorted(pipe, texts, self.cfg.eval_batch_size, top_k=popts.top_k)):
+        for text, result in zip(texts, fill_sorted(pipe, texts, popts.batch_size, top_k=popts.top_k)):
             per_mask = result if result and isinstance(result[0], list) else [result]
             candidates = [[{"sequence": _strip_specials(c["sequence"], tokenizer), "token": c["token_str"],
                             "score": round(float(c["score"]), 4)}
                            for c in mask_result] for mask_result in per_mask]
             yield {"text": text, "predictions": candidates[0] if len(candidates) == 1 else candidates}
 
-    def card_data(self):
-        return {"chunk_size": getattr(self, "block", self.opts.chunk_size), "masking": self.opts.masking,
+    def card_data(self, facts, model, tokenizer):
+        return {"chunk_size": facts.block or self.opts.chunk_size, "masking": self.opts.masking,
                 "mlm_probability": self.probability, "mask_only": self.opts.mask_only}
 
 
@@ -350,7 +362,7 @@ def fill_sorted(pipe, texts: list[str], batch_size: int, **kwargs) -> list:
     `kwargs` go to the pipeline call (e.g. top_k)."""
     import torch
 
-    from nlpfit.engines.loop import batches_by_length
+    from nlpfit.inference import batches_by_length
 
     results: list = [None] * len(texts)
     with torch.inference_mode():

@@ -31,8 +31,10 @@ from nlpfit import NlpfitError
 from nlpfit.config import opt
 from nlpfit.log import info, warn
 from nlpfit.models import MINILM, load_model, load_tokenizer, resolve_model
-from nlpfit.tasks._qa_pipeline import best_answers, cls_position, window_features, windows
-from nlpfit.tasks.base import Task
+from nlpfit.pipelines import question_answering as qa_pipeline
+from nlpfit.pipelines.question_answering import best_answers, cls_position, window_features, windows
+from nlpfit.tasks import base
+from nlpfit.tasks.base import Evaluation, Task
 
 PIPELINE_FILE = "qa_pipeline.py"  # copied into OUT so that transformers.pipeline can load it
 
@@ -52,9 +54,15 @@ class Options:
 
 
 @dataclass
-class PredictOptions:
+class PredictOptions(base.PredictOptions):
     question: str | None = opt(None, "Question answering: the question (with --context).")
     context: str | None = opt(None, "Question answering: the context that holds the answer (with --question).")
+
+
+@dataclass(frozen=True)
+class Facts(base.Facts):
+    #: whether the model may answer nothing (SQuAD 2.0: some training questions have no answer)
+    null_answers: bool = False
 
 
 # ---- 2. features --------------------------------------------------------------------------------
@@ -125,16 +133,11 @@ class QuestionAnswering(Task):
     pipeline = "question-answering"
     Options = Options
     PredictOptions = PredictOptions
+    Facts = Facts
     defaults = {"lr": 5e-5, "epochs": 2.0, "batch_size": 16, "warmup_ratio": 0.1}
     default_split = (0.1, 0.1)
     main_metric = "f1"
     greater_is_better = True
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        self.null_answers = self.opts.null_answers == "yes"
-        self.last_predictions: dict[str, str] | None = None
-        self.evaluating = False  # set by load_data(model_dir=...): no split is used for training
 
     # ---- 1. data ----------------------------------------------------------------------------
     def default_data(self) -> list[str]:
@@ -145,7 +148,7 @@ class QuestionAnswering(Task):
     def default_model(self) -> str:
         return MINILM
 
-    def load_data(self, model_dir: str | None = None):
+    def load_data(self, trained: Facts | None = None):
         import datasets
 
         from nlpfit.data import load_splits
@@ -171,41 +174,43 @@ class QuestionAnswering(Task):
                 ds = normalise(ds, f"{where} ({split})")  # hub datasets: same columns, other types
             check_ids(ds, f"{where} ({split})")
             out[split] = check_answers(ds, f"{where} ({split})", fix=o.fix_answer_starts)
-        if "train" not in out and model_dir is None:
+        if "train" not in out and trained is None:
             raise NlpfitError(f"{where}: no train split")
-        self.evaluating = model_dir is not None  # every split, "train" included, gets evaluation features
-        if model_dir is not None:
-            self.null_answers = self._trained_null_answers(model_dir)
+        if trained is not None:
+            null_answers = trained.null_answers
         elif o.null_answers == "auto":
-            self.null_answers = any(not a["text"] for a in out["train"]["answers"])
+            null_answers = any(not a["text"] for a in out["train"]["answers"])
+        else:
+            null_answers = o.null_answers == "yes"
         no_answer = {s: sum(not a["text"] for a in d["answers"]) for s, d in out.items()}
-        if not self.null_answers and any(no_answer.values()):
+        if not null_answers and any(no_answer.values()):
             if "train" in out and no_answer.get("train"):
                 warn(f"{no_answer['train']} training questions have no answer but --null-answers no: "
                      "they are trained to point at CLS, yet the model never answers nothing")
         info("data: " + ", ".join(f"{s} {len(d)} questions" + (f" ({no_answer[s]} without answer)" if no_answer[s]
                                                                   else "") for s, d in out.items())
-             + ("; null answers allowed (SQuAD 2.0)" if self.null_answers else ""))
-        return out
+             + ("; null answers allowed (SQuAD 2.0)" if null_answers else ""))
+        return out, Facts(null_answers=null_answers)
 
-    def _trained_null_answers(self, model_dir: str) -> bool:
-        run = Path(model_dir) / "run.json"
+    def trained_facts(self, out_dir: str) -> Facts:
+        """Whether the trained model answers nothing (run.json's task_data)."""
+        run = Path(out_dir) / "run.json"
         if run.is_file():
-            return bool(json.loads(run.read_text()).get("task_data", {}).get("null_answers", False))
-        return self.opts.null_answers == "yes"
+            return Facts(null_answers=bool(json.loads(run.read_text()).get("task_data", {}).get("null_answers", False)))
+        return Facts(null_answers=self.opts.null_answers == "yes")
 
     # ---- 2. model and features --------------------------------------------------------------
-    def build(self, raw):
+    def build(self, raw, facts):
         from transformers import AutoModelForQuestionAnswering
 
         path = resolve_model(self.cfg.model)
         tokenizer = self._tokenizer(path)
         model = load_model(AutoModelForQuestionAnswering, path, "question-answering")
         # transformers.pipeline("question-answering", model=OUT, trust_remote_code=True) runs the same
-        # windows and post-processing, with this run's settings (see _qa_pipeline.py)
+        # windows and post-processing, with this run's settings (see nlpfit/pipelines/question_answering.py)
         o = self.opts
         model.config.qa_settings = {"max_length": self.max_length(tokenizer), "stride": o.stride, "n_best": o.n_best,
-                                    "max_answer_length": o.max_answer_length, "null_answers": self.null_answers,
+                                    "max_answer_length": o.max_answer_length, "null_answers": facts.null_answers,
                                     "null_threshold": o.null_threshold}
         model.config.custom_pipelines = {self.pipeline: {
             "impl": PIPELINE_FILE.removesuffix(".py") + ".ExtractiveQuestionAnsweringPipeline",
@@ -231,18 +236,18 @@ class QuestionAnswering(Task):
             raise NlpfitError(f"--stride {o.stride}: must be between 0 and --max-length ({length}) minus the question")
         return length
 
-    def preprocess(self, raw, tokenizer):
+    def preprocess(self, raw, tokenizer, model_config, facts, *, training):
         import datasets
 
         max_len, stride = self.max_length(tokenizer), self.opts.stride
         features = datasets.DatasetDict()
         for split, ds in raw.items():
-            fn = train_features if split == "train" and not self.evaluating else eval_features
+            fn = train_features if split == "train" and training else eval_features
             features[split] = ds.map(fn, batched=True, remove_columns=ds.column_names, desc=f"tokenizing {split}",
                                      fn_kwargs={"tokenizer": tokenizer, "max_length": max_len, "stride": stride})
             if len(features[split]) > len(ds):
                 info(f"{split}: {len(ds)} questions -> {len(features[split])} windows of at most {max_len} tokens")
-        return features
+        return features, facts
 
     def collator(self, tokenizer, model):
         from transformers import DataCollatorWithPadding
@@ -254,22 +259,22 @@ class QuestionAnswering(Task):
         out = model(**{k: v for k, v in batch.items() if k not in ("start_positions", "end_positions")})
         return {"start_logits": out.start_logits, "end_logits": out.end_logits}
 
-    def postprocess(self, examples, features, start_logits, end_logits) -> dict[str, dict]:
+    def postprocess(self, examples, features, start_logits, end_logits, null_answers: bool) -> dict[str, dict]:
         o = self.opts
         return best_answers(examples, features, start_logits, end_logits, n_best=o.n_best,
-                            max_answer_length=o.max_answer_length, null_answers=self.null_answers,
+                            max_answer_length=o.max_answer_length, null_answers=null_answers,
                             null_threshold=o.null_threshold)
 
-    def compute_metrics(self, outputs, features, raw):
-        from nlpfit.metrics_squad import squad_scores
+    def compute_metrics(self, outputs, features, raw, facts, tokenizer):
+        from nlpfit.metrics.squad import squad_scores
 
         feats = features.select_columns(["example_id", "offset_mapping", "cls_index"]).to_list()
         examples = raw.select_columns(["id", "context"]).to_list()
-        answers = self.postprocess(examples, feats, outputs["start_logits"], outputs["end_logits"])
-        self.last_predictions = {i: a["text"] for i, a in answers.items()}
-        metrics = squad_scores(self.last_predictions, dict(zip(raw["id"], (a["text"] for a in raw["answers"]))))
+        answers = self.postprocess(examples, feats, outputs["start_logits"], outputs["end_logits"], facts.null_answers)
+        predictions = {i: a["text"] for i, a in answers.items()}
+        metrics = squad_scores(predictions, dict(zip(raw["id"], (a["text"] for a in raw["answers"]))))
         metrics["windows"] = len(features)
-        return metrics
+        return Evaluation(metrics, predictions)
 
     def metrics_table(self, metrics):
         if "HasAns_f1" not in metrics:
@@ -281,15 +286,15 @@ class QuestionAnswering(Task):
                              f"{metrics[key + 'exact_match']:11.2f}  {metrics[key + 'f1']:6.2f}")
         return "\n".join(lines)
 
-    def extra_artifacts(self, out_dir) -> None:
+    def extra_artifacts(self, folder, predictions) -> None:
         """OUT/predictions.json: id -> answer text of the last evaluation (test split when there is one),
         and the pipeline module that lets transformers.pipeline load OUT."""
         import shutil
 
-        shutil.copyfile(Path(__file__).with_name("_qa_pipeline.py"), Path(out_dir) / PIPELINE_FILE)
-        if self.last_predictions is not None:
-            (Path(out_dir) / "predictions.json").write_text(
-                json.dumps(self.last_predictions, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        shutil.copyfile(qa_pipeline.__file__, Path(folder) / PIPELINE_FILE)
+        if predictions is not None:
+            (Path(folder) / "predictions.json").write_text(
+                json.dumps(predictions, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
     # ---- 4. prediction ----------------------------------------------------------------------
     def check_inputs(self, out_dir, inputs, popts):
@@ -316,14 +321,15 @@ class QuestionAnswering(Task):
         return items
 
     def load_predictor(self, out_dir):
-        self.null_answers = self._trained_null_answers(out_dir)
-        return super().load_predictor(out_dir)
+        """(model, tokenizer, the model's facts): prediction answers nothing only if the model was trained to."""
+        model, tokenizer = super().load_predictor(out_dir)
+        return model, tokenizer, self.trained_facts(out_dir)
 
     def predict_with(self, predictor, inputs, popts):
         """Answer, score, start and end of each {question, context}, with the training windows."""
         import torch
 
-        model, tokenizer = predictor
+        model, tokenizer, facts = predictor
         device = model.device
         items = self.question_items(inputs, popts)
         examples = [{"id": str(i), "context": it["context"]} for i, it in enumerate(items)]
@@ -336,14 +342,14 @@ class QuestionAnswering(Task):
         rows = [{k: enc[k][i] for k in names} for i in range(len(feats))]
         collate = self.collator(tokenizer, model)
         starts, ends = [], []
-        bs = self.cfg.eval_batch_size
+        bs = popts.batch_size
         with torch.inference_mode():
             for b in range(0, len(rows), bs):
                 batch = {k: v.to(device) for k, v in collate(rows[b:b + bs]).items()}
                 out = model(**batch)
                 starts += list(out.start_logits.float().cpu().numpy())
                 ends += list(out.end_logits.float().cpu().numpy())
-        answers = self.postprocess(examples, feats, starts, ends)
+        answers = self.postprocess(examples, feats, starts, ends, facts.null_answers)
         for ex, item in zip(examples, items):
             a = answers[ex["id"]]
             row = {"id": item["id"]} if "id" in item else {}
@@ -351,7 +357,7 @@ class QuestionAnswering(Task):
                         "start": a["start"], "end": a["end"]})
             yield row
 
-    def card_data(self):
+    def card_data(self, facts, model, tokenizer):
         o = self.opts
-        return {"null_answers": self.null_answers, "max_length": o.max_length, "stride": o.stride,
+        return {"null_answers": facts.null_answers, "max_length": o.max_length, "stride": o.stride,
                 "n_best": o.n_best, "max_answer_length": o.max_answer_length, "null_threshold": o.null_threshold}

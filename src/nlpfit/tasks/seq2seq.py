@@ -1,4 +1,5 @@
-"""Sequence to sequence: translation and summarization on one core, as in the course's chapters.
+"""Sequence to sequence: what translation and summarization share, as in the course's chapters
+(`tasks/translation.py` and `tasks/summarization.py` say how a row becomes a pair and how it is scored).
 
 1. Read pairs: a hub dataset (kde4 with --data-config en-fr, amazon_reviews_multi per language),
    JSON Lines / CSV / TSV / Parquet files (translation as a `translation` column of {lang: text}
@@ -27,12 +28,13 @@ from pathlib import Path
 from nlpfit import NlpfitError
 from nlpfit.config import opt
 from nlpfit.data import load_splits, read_table
-from nlpfit.data.gettext import GETTEXT_SUFFIXES
+from nlpfit.data.pairs import apply_filters, dedupe, parse_pairs
 from nlpfit.log import info, warn
-from nlpfit.models import load_model, load_tokenizer, resolve_model
-from nlpfit.tasks.base import Task
+from nlpfit.models import SCRATCH, load_model, load_tokenizer, resolve_model, scratch_seq2seq
+from nlpfit.tasks import base
+from nlpfit.tasks.base import Evaluation, Facts, Task
+from nlpfit.tokenizer_training import train_unigram
 
-SCRATCH = "scratch"
 PIPELINE_FILE = "seq2seq_pipeline.py"
 
 
@@ -53,95 +55,9 @@ class Seq2SeqOptions:
 
 
 @dataclass
-class TranslationOptions(Seq2SeqOptions):
-    source_lang: str = opt("en", "Source language (key of the translation dict, or column name).")
-    target_lang: str = opt("fr", "Target language (key of the translation dict, or column name).")
-    translation_column: str = opt("translation", "Column of {lang: text} dicts; without it, the columns "
-                                  "named --source-lang and --target-lang are used.")
-    source_lang_code: str | None = opt(None, "Source language code of a multilingual tokenizer (en_XX, eng_Latn).")
-    target_lang_code: str | None = opt(None, "Target language code of a multilingual tokenizer (fr_XX, fra_Latn).")
-    accelerators: str = opt("&_", "gettext catalogs: accelerator markers to strip ('' keeps them).")
-
-
-@dataclass
-class SummarizationOptions(Seq2SeqOptions):
-    max_source_length: int = opt(512, "Truncate sources to this many tokens.")
-    max_target_length: int = opt(64, "Truncate targets (labels) to this many tokens.")
-    text_column: str = opt("text", "Column of texts to summarize (e.g. review_body).")
-    summary_column: str = opt("summary", "Column of reference summaries (e.g. review_title).")
-    sentence_language: str = opt("en", "Language of pysbd's sentence rules, for ROUGE-Lsum and lead-3.")
-
-
-@dataclass
-class PredictOptions:
+class PredictOptions(base.PredictOptions):
     num_beams: int = opt(0, "Beams (0: the model's generation_config).")
     max_new_tokens: int = opt(0, "Longest generation (0: the model's generation_config).")
-
-
-# ---- dataset operations -----------------------------------------------------------------------------
-def parse_pairs(specs, option: str, kind=str) -> list[tuple[str, object]]:
-    """COLUMN=VALUE specs of --filter / --min-words."""
-    out = []
-    for spec in specs:
-        col, sep, value = str(spec).partition("=")
-        if not sep or not col.strip() or not value.strip():
-            raise NlpfitError(f"{option} {spec}: expected COLUMN={'N' if kind is int else 'V1,V2'}")
-        if kind is int:
-            try:
-                out.append((col.strip(), int(value)))
-            except ValueError:
-                raise NlpfitError(f"{option} {spec}: {value!r} is not a whole number") from None
-        else:
-            out.append((col.strip(), [v.strip() for v in value.split(",")]))
-    return out
-
-
-def column_value(row: dict, column: str):
-    """row[column], where `translation.en` reaches into a dict column."""
-    value = row
-    for part in column.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def apply_filters(ds, filters: list, min_words: list, where: str):
-    """--filter COLUMN=V1,V2 and --min-words COLUMN=N on one split."""
-    for col, _ in [*filters, *min_words]:
-        if col.split(".")[0] not in ds.column_names:
-            raise NlpfitError(f"--filter/--min-words {col}: no such column in {where} "
-                              f"(columns: {', '.join(ds.column_names)})")
-    if not filters and not min_words:
-        return ds
-
-    def keep(row):
-        for col, values in filters:
-            if str(column_value(row, col)) not in values:
-                return False
-        for col, n in min_words:
-            if len(str(column_value(row, col) or "").split()) < n:
-                return False
-        return True
-
-    return ds.filter(keep, desc="filtering")
-
-
-def dedupe(dsd) -> dict:
-    """Drop repeated (source, target) pairs in each split, and evaluation pairs whose source is in train."""
-    counts = {}
-    train_sources = set(dsd["train"]["source"]) if "train" in dsd else set()
-    for split, ds in list(dsd.items()):
-        seen, keep = set(), []
-        for i, (s, t) in enumerate(zip(ds["source"], ds["target"])):
-            if (s, t) in seen or (split != "train" and s in train_sources):
-                continue
-            seen.add((s, t))
-            keep.append(i)
-        if len(keep) < len(ds):
-            counts[split] = len(ds) - len(keep)
-            dsd[split] = ds.select(keep)
-    if counts:
-        info("--dedupe: dropped " + ", ".join(f"{n} {s}" for s, n in counts.items()) + " repeated pairs")
-    return dsd
 
 
 # ---- decoding -----------------------------------------------------------------------------------------
@@ -155,41 +71,7 @@ def decode(tokenizer, rows) -> list[str]:
     return [t.strip() for t in tokenizer.batch_decode(clean, skip_special_tokens=True)]
 
 
-# ---- the from-scratch model -------------------------------------------------------------------------
-def train_tokenizer(texts, vocab_size: int, model_max_length: int = 512):
-    """A SentencePiece-style Unigram tokenizer trained by `tokenizers`: </s> ends every sequence."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "</s>", "<unk>"]
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(texts, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                                           unk_token="<unk>", shrinking_factor=0.75))
-    eos = tok.token_to_id("</s>")
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A $B </s>",
-                                                       special_tokens=[("</s>", eos)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   model_max_length=model_max_length)
-
-
-def scratch_model(tokenizer, dim: int, layers: int, max_positions: int):
-    """A small Marian-style encoder-decoder (shared embeddings, sinusoidal positions), random weights."""
-    from transformers import MarianConfig, MarianMTModel
-
-    heads = max(1, dim // 64)
-    config = MarianConfig(vocab_size=len(tokenizer), d_model=dim, encoder_layers=layers, decoder_layers=layers,
-                          encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=4 * dim,
-                          decoder_ffn_dim=4 * dim, max_position_embeddings=max_positions, dropout=0.1,
-                          scale_embedding=True, pad_token_id=tokenizer.pad_token_id,
-                          eos_token_id=tokenizer.eos_token_id, forced_eos_token_id=tokenizer.eos_token_id,
-                          decoder_start_token_id=tokenizer.pad_token_id)
-    return MarianMTModel(config)
-
-
-# ---- the task --------------------------------------------------------------------------------------
+# ---- the shared task --------------------------------------------------------------------------------------
 class Seq2Seq(Task):
     """What translation and summarization share; subclasses say how a row becomes (source, target)
     and how predictions are scored."""
@@ -203,18 +85,11 @@ class Seq2Seq(Task):
     #: the default data's hold-out (validation, test)
     default_split = (0.1, 0.0)
 
-    # the trainer engine uses Seq2SeqTrainer (evaluation itself goes through the shared loop)
-    @property
-    def trainer_base(self):
-        from transformers import Seq2SeqTrainer
+    def trainer_classes(self):
+        """The trainer engine uses Seq2SeqTrainer (evaluation itself goes through the shared loop)."""
+        from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-        return Seq2SeqTrainer
-
-    @property
-    def training_arguments_class(self):
-        from transformers import Seq2SeqTrainingArguments
-
-        return Seq2SeqTrainingArguments
+        return Seq2SeqTrainer, Seq2SeqTrainingArguments
 
     def training_arguments(self) -> dict:
         return {"predict_with_generate": True, "generation_num_beams": self.opts.num_beams,
@@ -231,7 +106,7 @@ class Seq2Seq(Task):
         """The split as columns `source` and `target` (strings)."""
         raise NotImplementedError
 
-    def load_data(self, model_dir: str | None = None):
+    def load_data(self, trained=None):
         import datasets
 
         cfg, o = self.cfg, self.opts
@@ -251,26 +126,26 @@ class Seq2Seq(Task):
             out[split] = ds
         if o.dedupe:
             out = dedupe(out)
-        if "train" not in out and model_dir is None:
+        if "train" not in out and trained is None:
             raise NlpfitError(f"{where}: no train split")
         for split, ds in out.items():
             if len(ds) == 0:
                 raise NlpfitError(f"{where}: the {split} split is empty after filtering")
         info("data: " + ", ".join(f"{s} {len(d)} pairs" for s, d in out.items()))
-        return out
+        return out, Facts()
 
     # ---- 2. model and features ------------------------------------------------------------------
     def max_new_tokens(self) -> int:
         return self.opts.max_new_tokens or self.opts.max_target_length
 
-    def build(self, raw):
+    def build(self, raw, facts):
         from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
         o = self.opts
         if self.cfg.model == SCRATCH and not Path(SCRATCH).exists():
             texts = list(raw["train"]["source"]) + list(raw["train"]["target"])
-            tokenizer = train_tokenizer(texts, o.vocab_size, max(o.max_source_length, o.max_target_length))
-            model = scratch_model(tokenizer, o.scratch_dim, o.scratch_layers,
+            tokenizer = train_unigram(texts, o.vocab_size, max(o.max_source_length, o.max_target_length))
+            model = scratch_seq2seq(tokenizer, o.scratch_dim, o.scratch_layers,
                                   max(o.max_source_length, o.max_target_length, self.max_new_tokens()) + 2)
             info(f"built a Marian-style model from scratch: {model.num_parameters() / 1e6:.1f}M parameters, "
                  f"vocabulary {len(tokenizer)} trained on {len(texts)} texts")
@@ -278,7 +153,7 @@ class Seq2Seq(Task):
             path = resolve_model(self.cfg.model)
             tokenizer = load_tokenizer(path)
             try:
-                config = AutoConfig.from_pretrained(path)
+                config = AutoConfig.from_pretrained(path, trust_remote_code=False)
             except (OSError, ValueError) as exc:
                 raise NlpfitError(f"--model {self.cfg.model}: cannot read its config: {exc}") from None
             if getattr(config, "is_encoder_decoder", False):
@@ -299,7 +174,8 @@ class Seq2Seq(Task):
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the new cross-attention weights are expected
         try:
-            model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
+            model = EncoderDecoderModel.from_encoder_decoder_pretrained(
+                path, path, encoder_trust_remote_code=False, decoder_trust_remote_code=False)
         except (ValueError, KeyError, OSError) as exc:
             raise NlpfitError(f"--model {self.cfg.model}: cannot warm-start an encoder-decoder from it: {exc}") from None
         finally:
@@ -346,7 +222,7 @@ class Seq2Seq(Task):
         self.set_language_codes(tokenizer)
         return model, tokenizer
 
-    def preprocess(self, raw, tokenizer):
+    def preprocess(self, raw, tokenizer, model_config, facts, *, training):
         import datasets
 
         o = self.opts
@@ -368,7 +244,7 @@ class Seq2Seq(Task):
                     warn(f"{split}: {n} of {len(feats)} {'sources' if col == 'input_ids' else 'targets'} "
                          f"reach {limit} tokens, the limit of {flag} (longer ones are truncated)")
             features[split] = feats
-        return features
+        return features, facts
 
     def collator(self, tokenizer, model):
         from transformers import DataCollatorForSeq2Seq
@@ -391,34 +267,34 @@ class Seq2Seq(Task):
     def score(self, predictions: list[str], references: list[str]) -> dict:
         raise NotImplementedError
 
-    def compute_metrics(self, outputs, features, raw):
+    def compute_metrics(self, outputs, features, raw, facts, tokenizer):
         import numpy as np
 
-        predictions = decode(self.tokenizer, outputs["generated"])
+        predictions = decode(tokenizer, outputs["generated"])
         # references are the raw targets (not the truncated, re-decoded labels), as sacreBLEU expects
         references = list(raw["target"])
         n_tok = float(np.sum(outputs["n_tokens"]))
         metrics = {"loss": float(np.sum(outputs["loss_sum"]) / max(n_tok, 1.0))}
         metrics.update(self.score(predictions, references))
-        pad = self.tokenizer.pad_token_id
+        pad = tokenizer.pad_token_id
         metrics["gen_len"] = float(np.mean([int(np.sum((np.asarray(r) >= 0) & (np.asarray(r) != pad)))
                                             for r in outputs["generated"]]))
-        self.predictions = [{"source": s, "reference": r, "prediction": p}
-                            for s, r, p in zip(raw["source"], references, predictions)]
-        return metrics
+        rows = [{"source": s, "reference": r, "prediction": p} for s, r, p in zip(raw["source"], references, predictions)]
+        return Evaluation(metrics, rows)
 
-    def extra_artifacts(self, folder: Path) -> None:
+    def extra_artifacts(self, folder: Path, predictions) -> None:
         """OUT/predictions.jsonl (the last evaluation: test if there is one, else the final validation)
         and the custom-pipeline module that lets transformers.pipeline load OUT."""
         import json
         import shutil
 
-        rows = getattr(self, "predictions", None)
-        if rows:
+        if predictions:
             with open(Path(folder) / "predictions.jsonl", "w", encoding="utf-8") as f:
-                for row in rows:
+                for row in predictions:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        shutil.copyfile(Path(__file__).with_name("_seq2seq_pipeline.py"), Path(folder) / PIPELINE_FILE)
+        from nlpfit.pipelines import seq2seq as seq2seq_pipeline
+
+        shutil.copyfile(seq2seq_pipeline.__file__, Path(folder) / PIPELINE_FILE)
 
     # ---- 4. prediction ----------------------------------------------------------------------------
     def check_inputs(self, out_dir, inputs, popts):
@@ -429,7 +305,7 @@ class Seq2Seq(Task):
         """Generated text for each input, batched by length with the saved generation_config."""
         import torch
 
-        from nlpfit.engines.loop import batches_by_length
+        from nlpfit.inference import batches_by_length
 
         model, tokenizer = predictor
         device = model.device
@@ -442,7 +318,7 @@ class Seq2Seq(Task):
         prefix = self.opts.source_prefix
         results: list = [None] * len(texts)
         with torch.inference_mode():
-            for idx in batches_by_length([len(t) for t in texts], self.cfg.eval_batch_size):
+            for idx in batches_by_length([len(t) for t in texts], popts.batch_size):
                 enc = tokenizer([prefix + texts[i] for i in idx], max_length=self.opts.max_source_length,
                                 truncation=True, padding=True, return_tensors="pt").to(device)
                 out = model.generate(**enc, **kwargs)
@@ -471,145 +347,3 @@ class Seq2Seq(Task):
         return "  ".join(f"{k:>9}" for k in keys) + "\n" + "  ".join(f"{metrics[k]:9.2f}" for k in keys)
 
     table_keys: tuple = ()
-
-
-class Translation(Seq2Seq):
-    name = "translation"
-    pipeline = "translation"
-    Options = TranslationOptions
-    main_metric = "bleu"
-    output_key = "translation_text"
-    table_keys = ("bleu", "chrf", "gen_len")
-
-    def default_data(self) -> list[str]:
-        """The French catalogs of the Django wheel: Django's own and its contrib apps'."""
-        try:
-            import django
-        except ImportError:
-            raise NlpfitError("the offline default data needs Django's catalogs: pip install django") from None
-        root = Path(django.__file__).parent
-        lang = self.opts.target_lang if self.opts.source_lang == "en" else self.opts.source_lang
-        files = sorted((root / "conf" / "locale" / lang / "LC_MESSAGES").glob("*.po"))
-        files += sorted(root.glob(f"contrib/*/locale/{lang}/LC_MESSAGES/*.po"))
-        if not files:
-            raise NlpfitError(f"Django ships no catalogs for {lang!r}: give --data")
-        return [str(f) for f in files]
-
-    def read_file(self, path: Path):
-        if path.suffix.lower() in GETTEXT_SUFFIXES:
-            import datasets
-
-            from nlpfit.data.gettext import catalog_rows
-
-            o = self.opts
-            return datasets.Dataset.from_list(catalog_rows(path, o.source_lang, o.target_lang, o.accelerators))
-        return read_table(path)
-
-    def to_pairs(self, ds, where):
-        o = self.opts
-        src, tgt = o.source_lang, o.target_lang
-        if o.translation_column in ds.column_names:
-            col = o.translation_column
-
-            def pick(batch):
-                sources, targets = [], []
-                for pair in batch[col]:
-                    if not isinstance(pair, dict) or src not in pair or tgt not in pair:
-                        keys = ", ".join(pair) if isinstance(pair, dict) else type(pair).__name__
-                        raise NlpfitError(f"{where}: the {col} column has no {src}/{tgt} pair (it has {keys}); "
-                                          "set --source-lang/--target-lang (and --data-config for hub data)")
-                    sources.append(str(pair[src] or ""))
-                    targets.append(str(pair[tgt] or ""))
-                return {"source": sources, "target": targets}
-
-            return ds.map(pick, batched=True, remove_columns=ds.column_names, desc="reading pairs")
-        if src in ds.column_names and tgt in ds.column_names:
-            return ds.map(lambda b: {"source": [str(x or "") for x in b[src]], "target": [str(x or "") for x in b[tgt]]},
-                          batched=True, remove_columns=ds.column_names, desc="reading pairs")
-        raise NlpfitError(f"{where}: no {o.translation_column!r} column and no columns {src!r} and {tgt!r} "
-                          f"(columns: {', '.join(ds.column_names)}); set --translation-column or "
-                          "--source-lang/--target-lang")
-
-    def set_language_codes(self, tokenizer):
-        o = self.opts
-        if hasattr(tokenizer, "src_lang") and hasattr(tokenizer, "tgt_lang"):
-            if not (o.source_lang_code and o.target_lang_code):
-                warn("this tokenizer is multilingual (src_lang/tgt_lang): set --source-lang-code and "
-                     "--target-lang-code (e.g. en_XX fr_XX, eng_Latn fra_Latn)")
-                return
-            tokenizer.src_lang, tokenizer.tgt_lang = o.source_lang_code, o.target_lang_code
-        elif o.source_lang_code or o.target_lang_code:
-            raise NlpfitError("--source-lang-code/--target-lang-code: this tokenizer has no language codes")
-
-    def configure_generation(self, model, tokenizer):
-        super().configure_generation(model, tokenizer)
-        code = self.opts.target_lang_code
-        if code and hasattr(tokenizer, "tgt_lang"):
-            model.generation_config.forced_bos_token_id = tokenizer.convert_tokens_to_ids(code)
-
-    def score(self, predictions, references):
-        from nlpfit.metrics.generation import bleu_chrf
-
-        return bleu_chrf(predictions, references)
-
-    def input_keys(self):
-        return ["text", self.opts.source_lang]
-
-    def card_data(self):
-        return {"source_lang": self.opts.source_lang, "target_lang": self.opts.target_lang}
-
-
-class Summarization(Seq2Seq):
-    name = "summarization"
-    pipeline = "summarization"
-    Options = SummarizationOptions
-    main_metric = "rougeL"
-    output_key = "summary_text"
-    table_keys = ("rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len")
-
-    def default_data(self) -> list[str]:
-        """Python standard-library docstrings: body -> one-line summary (PEP 257)."""
-        from nlpfit.data.docstrings import docstring_corpus
-
-        return [docstring_corpus()]
-
-    def to_pairs(self, ds, where):
-        o = self.opts
-        missing = [(c, f) for c, f in ((o.text_column, "--text-column"), (o.summary_column, "--summary-column"))
-                   if c not in ds.column_names]
-        if missing:
-            raise NlpfitError(f"{where}: no column {missing[0][0]!r} (set {missing[0][1]}); "
-                              f"columns are {', '.join(ds.column_names)}")
-        return ds.map(lambda b: {"source": [str(x or "") for x in b[o.text_column]],
-                                 "target": [str(x or "") for x in b[o.summary_column]]},
-                      batched=True, remove_columns=ds.column_names, desc="reading pairs")
-
-    def score(self, predictions, references):
-        from nlpfit.metrics.generation import rouge
-
-        return rouge(predictions, references, self.opts.sentence_language)
-
-    def input_keys(self):
-        return ["text", self.opts.text_column]
-
-    def card_data(self):
-        return {"text_column": self.opts.text_column, "summary_column": self.opts.summary_column}
-
-
-# ---- the lead-3 baseline -------------------------------------------------------------------------
-def lead3(cfg, split: str = "validation") -> dict:
-    """ROUGE of the first three sentences of each text against its reference summary."""
-    from nlpfit.metrics.generation import lead, rouge
-
-    task = Summarization(cfg)
-    raw = task.load_data(model_dir="baseline")
-    if split not in raw:
-        raise NlpfitError(f"--split {split}: the data has no such split (it has {', '.join(raw)})")
-    ds = raw[split]
-    if cfg.max_eval_samples:
-        ds = ds.select(range(min(cfg.max_eval_samples, len(ds))))
-    lang = task.opts.sentence_language
-    predictions = [lead(t, 3, lang) for t in ds["source"]]
-    scores = rouge(predictions, list(ds["target"]), lang)
-    scores["examples"] = len(ds)
-    return scores

@@ -23,8 +23,10 @@ from nlpfit.config import opt
 from nlpfit.data import load_splits, read_table, require_columns
 from nlpfit.data.conll import read_conll
 from nlpfit.log import info, warn
+from nlpfit.metrics.tagging import score_tags
 from nlpfit.models import MINILM, load_model, load_tokenizer, resolve_model
-from nlpfit.tasks.base import Task
+from nlpfit.tasks import base
+from nlpfit.tasks.base import Evaluation, Task
 
 BIO = re.compile(r"^(O|[BIES]-.+)$")
 TABLE_SUFFIXES = {".jsonl", ".json", ".ndjson", ".csv", ".parquet"}
@@ -39,11 +41,19 @@ class Options:
 
 
 @dataclass
-class PredictOptions:
+class PredictOptions(base.PredictOptions):
     aggregation: str = opt("simple", "How sub-token predictions form entities.",
                            choices=("simple", "first", "average", "max", "none"))
     precision: str = opt("fp32", "Token classification: inference precision; bf16 (bfloat16 autocast) is about 2x faster on GPUs and on "
                          "CPUs with AVX-512 BF16, and may change borderline predictions.", choices=("fp32", "bf16"))
+
+
+@dataclass(frozen=True)
+class Facts(base.Facts):
+    #: label names, in id order
+    labels: tuple = ()
+    #: whether the labels are BIO tags (scored per entity with seqeval) or plain tags (scored per tag)
+    is_bio: bool = True
 
 
 def sort_labels(names: set[str]) -> list[str]:
@@ -79,6 +89,7 @@ class TokenClassification(Task):
     pipeline = "token-classification"
     Options = Options
     PredictOptions = PredictOptions
+    Facts = Facts
     # measured on WNUT-16 with MiniLM (README: "Choosing the default recipe")
     defaults = {"lr": 2e-4, "warmup_ratio": 0.0, "epochs": 3.0, "batch_size": 16}
     main_metric = "f1"
@@ -98,7 +109,7 @@ class TokenClassification(Task):
     def read_file(self, path: Path):
         return read_table(path) if path.suffix.lower() in TABLE_SUFFIXES else read_conll(path)
 
-    def load_data(self, model_dir: str | None = None):
+    def load_data(self, trained: Facts | None = None):
         import datasets
 
         cfg, o = self.cfg, self.opts
@@ -127,29 +138,33 @@ class TokenClassification(Task):
                 if len(words) != len(tags):
                     raise NlpfitError(f"--data: {split} example {i} has {len(words)} tokens but {len(tags)} tags")
             out[split] = ds.filter(lambda ex: len(ex["tokens"]) > 0)
-        if "train" not in out and model_dir is None:
+        if "train" not in out and trained is None:
             raise NlpfitError(f"--data {', '.join(cfg.data)}: no train split")
 
-        if model_dir is not None:
-            from transformers import AutoConfig
-
-            id2label = AutoConfig.from_pretrained(model_dir).id2label
-            self.labels = [id2label[i] for i in range(len(id2label))]
-            known, source = set(self.labels), f"the model {model_dir}"
+        if trained is not None:
+            labels, source = list(trained.labels), "the model"
         else:
             present = {t for tags in out["train"]["tags"] for t in tags}
-            self.labels = list(names_from_features) if names_from_features else sort_labels(present)
-            known, source = set(self.labels), "the train split"
+            labels = list(names_from_features) if names_from_features else sort_labels(present)
+            source = "the train split"
         for split, ds in out.items():
-            unknown = sorted({t for tags in ds["tags"] for t in tags} - known)
+            unknown = sorted({t for tags in ds["tags"] for t in tags} - set(labels))
             if unknown:
                 raise NlpfitError(f"--data: the {split} split has tags that {source} lacks: {', '.join(unknown)}")
-        self.is_bio = all(BIO.match(n) for n in self.labels)
-        if not self.is_bio and o.label_column != "pos_tags":
-            odd = [n for n in self.labels if not BIO.match(n)][:5]
+        facts = Facts(labels=tuple(labels), is_bio=all(BIO.match(n) for n in labels))
+        if not facts.is_bio and o.label_column != "pos_tags":
+            odd = [n for n in labels if not BIO.match(n)][:5]
             warn(f"tags are not in BIO form ({', '.join(odd)} …): scoring per tag, not per entity")
-        info("data: " + ", ".join(f"{s} {len(d)} sentences" for s, d in out.items()) + f"; {len(self.labels)} labels")
-        return out
+        info("data: " + ", ".join(f"{s} {len(d)} sentences" for s, d in out.items()) + f"; {len(labels)} labels")
+        return out, facts
+
+    def trained_facts(self, out_dir: str) -> Facts:
+        """The label names of a trained model, in id order, from its config."""
+        from transformers import AutoConfig
+
+        id2label = AutoConfig.from_pretrained(out_dir, trust_remote_code=False).id2label
+        labels = tuple(id2label[i] for i in range(len(id2label)))
+        return Facts(labels=labels, is_bio=all(BIO.match(n) for n in labels))
 
     def _tag_column(self, ds) -> str:
         col = self.opts.label_column
@@ -160,7 +175,7 @@ class TokenClassification(Task):
         raise NlpfitError(f"--label-column {col}: no such column in --data (columns: {', '.join(ds.column_names)})")
 
     # ---- 2. model and features --------------------------------------------------------------
-    def build(self, raw):
+    def build(self, raw, facts):
         from transformers import AutoModelForTokenClassification
 
         path = resolve_model(self.cfg.model)
@@ -168,9 +183,9 @@ class TokenClassification(Task):
         if not tokenizer.is_fast:
             raise NlpfitError(f"--model {self.cfg.model}: token classification needs a fast tokenizer (word ids)")
         model = load_model(AutoModelForTokenClassification, path, "token-classification",
-                           num_labels=len(self.labels),
-                           id2label=dict(enumerate(self.labels)),
-                           label2id={n: i for i, n in enumerate(self.labels)})
+                           num_labels=len(facts.labels),
+                           id2label=dict(enumerate(facts.labels)),
+                           label2id={n: i for i, n in enumerate(facts.labels)})
         return model, tokenizer
 
     def load_trained(self, out_dir: str):
@@ -182,11 +197,11 @@ class TokenClassification(Task):
         limit = min(tokenizer.model_max_length or 512, 512)
         return min(self.opts.max_length, limit) if self.opts.max_length > 0 else limit
 
-    def preprocess(self, raw, tokenizer):
+    def preprocess(self, raw, tokenizer, model_config, facts, *, training):
         import datasets
 
-        label2id = {n: i for i, n in enumerate(self.labels)}
-        continuation = subtoken_labels(self.labels)
+        label2id = {n: i for i, n in enumerate(facts.labels)}
+        continuation = subtoken_labels(list(facts.labels))
         max_len = self.max_length(tokenizer)
 
         def tokenize_and_align(batch, all_subtokens):
@@ -204,14 +219,14 @@ class TokenClassification(Task):
         features = datasets.DatasetDict()
         for split, ds in raw.items():
             # training follows --label-all-subtokens; evaluation always scores words (first sub-tokens)
-            all_sub = self.opts.label_all_subtokens and split == "train"
+            all_sub = self.opts.label_all_subtokens and split == "train" and training
             feats = ds.map(tokenize_and_align, batched=True, fn_kwargs={"all_subtokens": all_sub},
                            remove_columns=ds.column_names, desc=f"tokenizing {split}")
             n_trunc = sum(feats["truncated"])
             if n_trunc:
                 warn(f"{split}: {n_trunc} of {len(feats)} sentences truncated at {max_len} tokens (--max-length)")
             features[split] = feats.remove_columns("truncated")
-        return features
+        return features, facts
 
     def collator(self, tokenizer, model):
         from transformers import DataCollatorForTokenClassification
@@ -229,18 +244,18 @@ class TokenClassification(Task):
         return {"predictions": logits.argmax(-1), "labels": labels, "loss_sum": loss,
                 "n_tokens": (labels != -100).sum(dim=1)}
 
-    def compute_metrics(self, outputs, features, raw):
+    def compute_metrics(self, outputs, features, raw, facts, tokenizer):
         import numpy as np
 
         y_true, y_pred = [], []
         for pred, gold in zip(outputs["predictions"], outputs["labels"]):
             keep = gold != -100
-            y_true.append([self.labels[i] for i in gold[keep]])
-            y_pred.append([self.labels[i] for i in pred[keep]])
+            y_true.append([facts.labels[i] for i in gold[keep]])
+            y_pred.append([facts.labels[i] for i in pred[keep]])
         n_tok = float(np.sum(outputs["n_tokens"]))
         metrics = {"loss": float(np.sum(outputs["loss_sum"]) / max(n_tok, 1.0))}
-        metrics.update(score_tags(y_true, y_pred, self.is_bio))
-        return metrics
+        metrics.update(score_tags(y_true, y_pred, facts.is_bio))
+        return Evaluation(metrics)
 
     def metrics_table(self, metrics):
         rows = metrics.get("per_type", {})
@@ -273,7 +288,7 @@ class TokenClassification(Task):
         """
         self.check_inputs(None, inputs, popts)
         _, _, post = pipe._sanitize_parameters(aggregation_strategy=popts.aggregation)
-        batch_size = self.cfg.eval_batch_size
+        batch_size = popts.batch_size
         ignored = post.get("ignore_labels") or ["O"]
         label2id = pipe.model.config.label2id
         quiet = label2id.get("O") if ignored == ["O"] else None
@@ -284,16 +299,16 @@ class TokenClassification(Task):
                 continue
             yield {"text": text, "entities": [_entity(e) for e in pipe.postprocess([outputs], **post)]}
 
-    def card_data(self):
-        return {"labels": self.labels, "label_column": self.opts.label_column}
+    def card_data(self, facts, model, tokenizer):
+        return {"labels": list(facts.labels), "label_column": self.opts.label_column}
 
 
 def load_pipeline(out_dir: str):
     from transformers import pipeline
 
-    from nlpfit.engines.loop import inference_device
+    from nlpfit.inference import inference_device
 
-    return pipeline("token-classification", model=out_dir, device=inference_device())
+    return pipeline("token-classification", model=out_dir, device=inference_device(), trust_remote_code=False)
 
 
 def batched_logits(model, tokenizer, texts: list[str], batch_size: int, bf16: bool = False,
@@ -307,7 +322,7 @@ def batched_logits(model, tokenizer, texts: list[str], batch_size: int, bf16: bo
     """
     import torch
 
-    from nlpfit.engines.loop import batches_by_length
+    from nlpfit.inference import batches_by_length
 
     enc = tokenizer(texts, truncation=True, return_special_tokens_mask=True, return_offsets_mapping=True)
     names = [k for k in tokenizer.model_input_names if k in enc]
@@ -354,30 +369,3 @@ def _as_list(value) -> list:
                 return list(ast.literal_eval(s))
         return s.split()
     return list(value)
-
-
-def score_tags(y_true: list[list[str]], y_pred: list[list[str]], is_bio: bool) -> dict:
-    """seqeval entity scores for BIO tags; token-level scores per tag otherwise."""
-    if is_bio:
-        from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
-
-        report = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
-        per_type = {k: {"precision": float(v["precision"]), "recall": float(v["recall"]),
-                        "f1": float(v["f1-score"]), "support": int(v["support"])}
-                    for k, v in sorted(report.items()) if not k.endswith(" avg")}
-        return {"precision": float(precision_score(y_true, y_pred, zero_division=0)),
-                "recall": float(recall_score(y_true, y_pred, zero_division=0)),
-                "f1": float(f1_score(y_true, y_pred, zero_division=0)),
-                "accuracy": float(accuracy_score(y_true, y_pred)),
-                "per_type": per_type}
-    from sklearn.metrics import precision_recall_fscore_support
-
-    flat_t = [t for s in y_true for t in s]
-    flat_p = [t for s in y_pred for t in s]
-    names = sorted(set(flat_t))
-    p, r, f, s = precision_recall_fscore_support(flat_t, flat_p, labels=names, zero_division=0)
-    acc = sum(a == b for a, b in zip(flat_t, flat_p)) / max(len(flat_t), 1)
-    mp, mr, mf, _ = precision_recall_fscore_support(flat_t, flat_p, average="micro", zero_division=0)
-    return {"precision": float(mp), "recall": float(mr), "f1": float(mf), "accuracy": float(acc),
-            "per_type": {n: {"precision": float(a), "recall": float(b), "f1": float(c), "support": int(d)}
-                         for n, a, b, c, d in zip(names, p, r, f, s)}}

@@ -1,4 +1,5 @@
-"""`nlpfit tokenizer train`: a byte-level BPE tokenizer trained on a corpus.
+"""Tokenizer training: the byte-level BPE of `nlpfit tokenizer train` and of `nlpfit train clm`, and
+the Unigram tokenizer of the from-scratch sequence-to-sequence model.
 
 With `--from TOK` (an existing fast tokenizer: hub id or folder) the new tokenizer keeps TOK's
 normalisation, pre-tokenisation and special tokens and only learns a new vocabulary
@@ -19,8 +20,6 @@ import statistics
 import time
 from pathlib import Path
 from typing import Iterable, Iterator
-
-import click
 
 from nlpfit import NlpfitError
 from nlpfit.log import info, warn
@@ -61,6 +60,25 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2, bas
     tok.train_from_iterator(batched(texts), trainer=trainer)
     return GPT2TokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, unk_token=EOT,
                              model_max_length=model_max_length)
+
+
+def train_unigram(texts, vocab_size: int, model_max_length: int = 512):
+    """A SentencePiece-style Unigram tokenizer trained by `tokenizers`: </s> ends every sequence."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(texts, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                           unk_token="<unk>", shrinking_factor=0.75))
+    eos = tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A $B </s>",
+                                                       special_tokens=[("</s>", eos)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=model_max_length)
 
 
 def tokens_per_file(tokenizer, texts: list[str]) -> dict:
@@ -112,7 +130,7 @@ def offline_baselines() -> dict:
     return out
 
 
-def train_tokenizer_command(data: list[str], vocab_size: int, output: str, base_spec: str | None, *, glob: str,
+def train_tokenizer_folder(data: list[str], vocab_size: int, output: str, base_spec: str | None, *, glob: str,
                             text_column: str, data_config: str | None, filter_keywords: str | None,
                             min_frequency: int, max_files: int, validation_split: float | None, split_seed: int,
                             compare_files: int, overwrite: bool) -> dict:
@@ -177,47 +195,3 @@ def train_tokenizer_command(data: list[str], vocab_size: int, output: str, base_
     tmp.rename(out)
     info(f"saved {out}")
     return facts
-
-
-@click.group("tokenizer")
-def tokenizer_group():
-    """Train tokenizers."""
-
-
-@tokenizer_group.command("train")
-@click.option("--data", multiple=True, help="Folder of source files, JSON Lines/Parquet/CSV file, or hub dataset id "
-              "(repeat to concatenate; default: the Python standard library and installed packages).")
-@click.option("--data-config", default=None, help="Configuration name of a hub dataset.")
-@click.option("--vocab-size", type=int, default=52000, show_default=True, help="Vocabulary size.")
-@click.option("--output", required=True, help="Tokenizer folder to write.")
-@click.option("--from", "base", default=None,
-              help="Existing fast tokenizer (hub id or folder) whose pipeline is kept (train_new_from_iterator); "
-                   "default: a byte-level BPE from scratch.")
-@click.option("--glob", default="**/*.py", show_default=True, help="Files to read in a --data folder.")
-@click.option("--text-column", default="content", show_default=True, help="Text column of table / hub data.")
-@click.option("--filter-keywords", default=None,
-              help="Keep only files mentioning one of these comma-separated words (default data: "
-                   "pandas,sklearn,matplotlib,seaborn; '' keeps all).")
-@click.option("--min-frequency", type=int, default=2, show_default=True, help="Minimum pair count for a merge.")
-@click.option("--max-files", type=int, default=0, show_default=True, help="Train on at most N files (0: all).")
-@click.option("--validation-split", type=float, default=None,
-              help="Share of files held out for the report, routed as `nlpfit train clm` does "
-                   "[default: 0.05 with the default data, as train clm; else 0.1].")
-@click.option("--split-seed", type=int, default=42, show_default=True, help="Seed of the hold-out routing.")
-@click.option("--compare-files", type=int, default=500, show_default=True,
-              help="Held-out files on which tokens per file are compared.")
-@click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
-def train_command(data, data_config, vocab_size, output, base, glob, text_column, filter_keywords, min_frequency,
-                  max_files, validation_split, split_seed, compare_files, overwrite):
-    """Train a byte-level BPE tokenizer on a corpus and report tokens per file before/after.
-
-    \b
-    nlpfit tokenizer train --data code/ --vocab-size 52000 --output tok
-    nlpfit tokenizer train --data code.jsonl --text-column content --from gpt2 --output tok
-    """
-    facts = train_tokenizer_command(list(data), vocab_size, output, base, glob=glob, text_column=text_column,
-                                    data_config=data_config, filter_keywords=filter_keywords,
-                                    min_frequency=min_frequency, max_files=max_files,
-                                    validation_split=validation_split, split_seed=split_seed,
-                                    compare_files=compare_files, overwrite=overwrite)
-    click.echo(report_table(facts["tokens_per_file"]))

@@ -1,0 +1,72 @@
+"""`nlpfit.pipeline(OUT)`: a ready transformers Pipeline for any nlpfit model folder, every task,
+without remote code.
+
+transformers 5 has no question-answering, translation or summarization pipeline; a folder of those
+tasks names its pipeline class in config.json (`custom_pipelines`), which plain `transformers.pipeline`
+would import from the folder itself (`trust_remote_code=True`: running the folder's code).  Here the
+same classes are imported from nlpfit and built directly, and every load passes
+`trust_remote_code=False`, so a folder from someone else runs no code of its own.
+
+    import nlpfit
+    ner = nlpfit.pipeline("runs/wnut")
+    ner("Apple is opening an office in Paris")
+    qa = nlpfit.pipeline("runs/qa")
+    qa(question="What does abs() return?", context="abs(x): Return the absolute value of a number.")
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nlpfit import NlpfitError
+
+#: transformers pipeline name -> (nlpfit module, class) of the tasks transformers 5 dropped
+OWN_PIPELINES = {
+    "question-answering": ("nlpfit.pipelines.question_answering", "ExtractiveQuestionAnsweringPipeline",
+                           "AutoModelForQuestionAnswering"),
+    "translation": ("nlpfit.pipelines.seq2seq", "Seq2SeqGenerationPipeline", "AutoModelForSeq2SeqLM"),
+    "summarization": ("nlpfit.pipelines.seq2seq", "Seq2SeqGenerationPipeline", "AutoModelForSeq2SeqLM"),
+}
+
+
+def pipeline_name(out_dir: str) -> str:
+    """The transformers pipeline name of a model folder, from run.json (or the model card's tag)."""
+    path = Path(out_dir)
+    if not path.is_dir():
+        raise NlpfitError(f"{out_dir}: no such model folder")
+    run = path / "run.json"
+    if not run.is_file():
+        raise NlpfitError(f"{out_dir}: not an nlpfit model folder (no run.json)")
+    try:
+        name = json.loads(run.read_text(encoding="utf-8")).get("pipeline")
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        raise NlpfitError(f"{run}: not a valid run.json") from None
+    if not isinstance(name, str) or not name:
+        raise NlpfitError(f"{run}: names no pipeline")
+    return name
+
+
+def pipeline(out_dir: str, device=None, **kwargs):
+    """A transformers Pipeline for the model in `out_dir`, called as transformers' own pipelines are
+    (`p("text")`, `p(["a", "b"])`, `p(question=..., context=...)`); `kwargs` go to the pipeline
+    (e.g. `aggregation_strategy="simple"`, `num_beams=4`)."""
+    import importlib
+
+    import transformers
+
+    from nlpfit.inference import inference_device
+    from nlpfit.models import load_model, load_tokenizer
+
+    name = pipeline_name(out_dir)
+    device = inference_device() if device is None else device
+    if name not in OWN_PIPELINES:
+        tokenizer = load_tokenizer(out_dir)
+        if name == "text-generation" and tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return transformers.pipeline(name, model=out_dir, tokenizer=tokenizer, device=device,
+                                     trust_remote_code=False, **kwargs)
+    module, cls_name, auto_name = OWN_PIPELINES[name]
+    cls = getattr(importlib.import_module(module), cls_name)
+    model = load_model(getattr(transformers, auto_name), out_dir, name)
+    return cls(model=model, tokenizer=load_tokenizer(out_dir), task=name, device=device, **kwargs)
