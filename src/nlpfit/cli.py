@@ -215,6 +215,14 @@ def list_tasks():
         click.echo(f"{name:14s} {cls.pipeline}")
 
 
+@cli.command("datasets")
+def list_datasets():
+    """List the course's datasets that --data resolves: name, task, source, splits."""
+    from nlpfit.data.catalog import table
+
+    click.echo(table())
+
+
 from nlpfit.tokenizer_train import tokenizer_group  # noqa: E402  (light: heavy imports are inside its functions)
 
 cli.add_command(tokenizer_group)
