@@ -154,7 +154,7 @@ def test_hub_dataset_with_class_label_features(tiny_bert, tmp_path, run_cli, mon
     out = tmp_path / "hub-ner"
     res = run_cli("train", "ner", "--data", "conll2003", "--model", tiny_bert, "--output", out, "--max-steps", 3)
     assert res.code == 0, res.err
-    assert calls[0] == ("conll2003", None)
+    assert calls[0] == ("parquet", None)  # conll2003 is read from its Parquet conversion (data/catalog.py)
     config = json.loads((out / "config.json").read_text())
     assert [config["id2label"][str(i)] for i in range(len(ner_names))] == ner_names  # MISC kept, unseen or not
     res = run_cli("evaluate", out, "--split", "test", "--json")  # reloads the hub data named in run.json

@@ -209,6 +209,14 @@ def list_tasks():
         click.echo(f"{name:14s} {cls.pipeline}")
 
 
+@cli.command("datasets")
+def list_datasets():
+    """List the course's datasets that --data resolves: name, task, source, splits."""
+    from nlpfit.data.catalog import table
+
+    click.echo(table())
+
+
 # ---- nlpfit tokenizer -------------------------------------------------------------------------------
 @click.group("tokenizer")
 def tokenizer_group():

@@ -136,7 +136,7 @@ def train(cfg: RunConfig) -> dict:
         save_json(out.staging / "metrics.json", metrics)
         save_json(out.staging / "run.json", {
             "task": cfg.task, "pipeline": task.pipeline, "config": cfg.to_dict(),
-            "task_data": task_data, "seed": cfg.seed, "versions": versions(),
+            "data_sources": data_sources(cfg), "task_data": task_data, "seed": cfg.seed, "versions": versions(),
             "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
             "runtime_s": round(time.time() - started, 1), "num_processes": state.num_processes,
             "device": str(state.device)})
@@ -150,6 +150,13 @@ def train(cfg: RunConfig) -> dict:
     if cfg.push_to_hub and state.is_main_process:
         push(cfg)
     return {"metrics": metrics, "task": task, "config": cfg}
+
+
+def data_sources(cfg: RunConfig) -> list[dict]:
+    """What each --data value loaded: the catalogue's source for the course's names, else the value."""
+    from nlpfit.data.catalog import resolved_source
+
+    return [resolved_source(spec, cfg.data_config) or {"spec": spec} for spec in cfg.data]
 
 
 def push(cfg: RunConfig) -> None:

@@ -75,14 +75,9 @@ def split_files(folder: Path) -> dict[str, Path]:
 
 
 def load_hub(spec: str, config: str | None):
-    import datasets
+    from nlpfit.data.catalog import load_hub_dataset  # course names resolved; one-line errors
 
-    try:
-        return datasets.load_dataset(spec, config)
-    except Exception as exc:  # offline, unknown id, bad config: one line for the user
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = " (no network? HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise NlpfitError(f"--data {spec}: cannot load this hub dataset{hint}: {msg}") from None
+    return load_hub_dataset(spec, config)
 
 
 def hold_out(dsd, validation: float, test: float, seed: int):

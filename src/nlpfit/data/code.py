@@ -214,16 +214,10 @@ def _column(row, column: str, path: Path, line: int):
 # ---- hub datasets ---------------------------------------------------------------------------------
 def hub_splits(spec: str, config: str | None) -> dict:
     """The splits of a hub dataset, streamed (nothing downloaded up front)."""
-    import datasets
-
     from nlpfit.data import SPLIT_NAMES
+    from nlpfit.data.catalog import load_hub_dataset
 
-    try:
-        dsd = datasets.load_dataset(spec, config, streaming=True)
-    except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = " (no network? HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise NlpfitError(f"--data {spec}: cannot load this hub dataset{hint}: {msg}") from None
+    dsd = load_hub_dataset(spec, config, streaming=True)
     return {SPLIT_NAMES.get(name.lower(), name): ds for name, ds in dsd.items()}
 
 
