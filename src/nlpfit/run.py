@@ -144,12 +144,32 @@ def train(cfg: RunConfig) -> dict:
         (out.staging / "README.md").write_text(model_card(task, cfg, metrics, task_data, custom_pipeline=custom),
                                                encoding="utf-8")
         task.extra_artifacts(out.staging, predictions)
+        write_examples(task, raw, out.staging)
         out.commit()
         info(f"saved {cfg.out}")
     state.wait_for_everyone()
     if cfg.push_to_hub and state.is_main_process:
         push(cfg)
     return {"metrics": metrics, "task": task, "config": cfg}
+
+
+EXAMPLES = 8  # inputs kept in OUT/examples.json
+SAMPLES = 4  # of which predicted into OUT/samples.json
+
+
+def write_examples(task, raw, folder: Path) -> None:
+    """OUT/examples.json: inputs made from held-out examples (the playground's examples); OUT/samples.json:
+    what the saved model predicts for the first few ({"input", "output"}: the run report's samples)."""
+    split = next((s for s in ("validation", "test") if s in raw), None)
+    if split is None or not hasattr(raw[split], "select"):
+        return
+    examples = task.example_inputs(raw[split], EXAMPLES)
+    if not examples:
+        return
+    save_json(folder / "examples.json", examples)
+    popts = predict_options(task, {})
+    rows = list(task.predict_with(task.load_predictor(str(folder)), examples[:SAMPLES], popts))
+    save_json(folder / "samples.json", [{"input": x, "output": row} for x, row in zip(examples, rows)])
 
 
 def data_sources(cfg: RunConfig) -> list[dict]:

@@ -255,7 +255,7 @@ class TokenClassification(Task):
         n_tok = float(np.sum(outputs["n_tokens"]))
         metrics = {"loss": float(np.sum(outputs["loss_sum"]) / max(n_tok, 1.0))}
         metrics.update(score_tags(y_true, y_pred, facts.is_bio))
-        return Evaluation(metrics)
+        return Evaluation(metrics, {"true": y_true, "pred": y_pred})
 
     def metrics_table(self, metrics):
         rows = metrics.get("per_type", {})
@@ -270,7 +270,17 @@ class TokenClassification(Task):
         lines.append(f"accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}")
         return "\n".join(lines)
 
+    def extra_artifacts(self, folder, predictions) -> None:
+        """OUT/confusion.json: words of each gold type (rows) by predicted type (columns), "O" included,
+        from the last evaluation (test split when there is one)."""
+        if predictions:
+            confusion = type_confusion(predictions["true"], predictions["pred"])
+            (Path(folder) / "confusion.json").write_text(json.dumps(confusion) + "\n", encoding="utf-8")
+
     # ---- 4. prediction ----------------------------------------------------------------------
+    def example_inputs(self, raw, n):
+        return [" ".join(words) for words in raw["tokens"][:n]]
+
     def check_inputs(self, out_dir, inputs, popts):
         for item in inputs:
             if not isinstance(item, str):
@@ -354,6 +364,22 @@ def _entity(e: dict) -> dict:
     out = {"entity_group": e.get("entity_group", e.get("entity")), "score": round(float(e["score"]), 4),
            "word": e["word"], "start": e["start"], "end": e["end"]}
     return out
+
+
+def entity_type(tag: str) -> str:
+    """B-PER / I-PER -> PER; O and plain tags stay as they are."""
+    return tag[2:] if BIO.match(tag) and tag != "O" else tag
+
+
+def type_confusion(y_true: list[list[str]], y_pred: list[list[str]]) -> dict:
+    """{"labels": types, "matrix": counts[gold][predicted]} over words, by entity type (B-/I- merged)."""
+    pairs = [(entity_type(t), entity_type(p)) for ts, ps in zip(y_true, y_pred) for t, p in zip(ts, ps)]
+    labels = sorted({x for pair in pairs for x in pair}, key=lambda t: (t != "O", t))
+    index = {t: i for i, t in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for t, p in pairs:
+        matrix[index[t]][index[p]] += 1
+    return {"labels": labels, "matrix": matrix}
 
 
 def _as_list(value) -> list:
