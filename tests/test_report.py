@@ -318,3 +318,15 @@ def test_report_renders_in_chromium(ner_run, tmp_path):
     assert len(colours) > 200  # text, plots, the header's gradient: not a blank page
     top = pixels[: height // 20]
     assert (top[..., 2].astype(int) - top[..., 0].astype(int)).mean() > 60  # the blue header is drawn
+
+
+def test_report_title_is_the_folder_name(tmp_path):
+    """The page is named after OUT; while train writes OUT aside (.OUT.nlpfit-tmp/final), after OUT."""
+    from nlpfit.report.html import write_report
+
+    metrics = _metrics([{"loss": 1.0, "f1": 0.5}], {"loss": 1.0, "f1": 0.5})
+    moved = _write(tmp_path / "renamed", _run_json("ner", "token-classification", output="runs/first"), metrics)
+    assert "<h1>renamed</h1>" in write_report(moved).read_text()
+    staging = _write(tmp_path / ".wnut.nlpfit-tmp" / "final",
+                     _run_json("ner", "token-classification", output="runs/wnut"), metrics)
+    assert "<h1>wnut</h1>" in write_report(staging).read_text()

@@ -655,7 +655,10 @@ def render(out_dir, run: dict, metrics: dict, samples: Callable | None = None) -
                         for c, k, v in cards)
     data = cfg.get("data") or []
     data = ", ".join(map(str, data)) if isinstance(data, list) else str(data)
-    title = Path(str(cfg.get("output") or out.resolve().name)).name or out.resolve().name
+    # the folder's name; while train writes OUT aside (.OUT.nlpfit-tmp/final), the name OUT will have
+    here = out.resolve()
+    title = Path(str(cfg["output"])).name if here.parent.name.endswith(".nlpfit-tmp") and cfg.get("output") \
+        else here.name
     header = (f'<header><div class="wrap"><div class="kicker">nlpfit run report &middot; {_e(task)}'
               f' &middot; {_e(run.get("pipeline", ""))}</div><h1>{_e(title)}</h1>'
               f'<div class="sub">model <code>{_e(cfg.get("model", "?"))}</code> &nbsp;&middot;&nbsp; '
