@@ -696,6 +696,7 @@ def render(out_dir, run: dict, metrics: dict, samples: Callable | None = None) -
                    and metrics[k]["per_type"]), None)
     if scored:
         name, m = scored
+        kinds = {"pos": "tags", "chunk": "chunk types"}.get(task, "entity types")
         table = f"<h3>Scores on the {name} split</h3>" + _per_type_table(m)
         conf = _optional(out / "confusion.json", notes)
         if conf is not None and not _valid_confusion(conf):
@@ -703,14 +704,14 @@ def render(out_dir, run: dict, metrics: dict, samples: Callable | None = None) -
                          "of counts; it is left out.")
             conf = None
         if conf:
-            body = (f'<div class="grid two"><div>{table}</div><div><h3>Confusion of entity types</h3>'
+            body = (f'<div class="grid two"><div>{table}</div><div><h3>Confusion of {kinds}</h3>'
                     f'<div class="fig square">{confusion_plot(conf)}</div>'
                     + _caption("Tokens per reference type (rows) and predicted type (columns); the colour is "
                                "the share of the row.") + "</div></div>")
         else:
-            body = table + _note("No confusion matrix: this run saved no confusion.json (reference against "
-                                 "predicted entity type per token).")
-        sections.append(_section("Per entity type", body, "per-type"))
+            body = table + _note(f"No confusion matrix: this run saved no confusion.json (reference against "
+                                 f"predicted {kinds[:-1]} per token).")
+        sections.append(_section(f"Per {kinds[:-1]}", body, "per-type"))
 
     samples_html = _samples_section(out, run, samples, notes)
     if samples_html:
