@@ -26,7 +26,7 @@ def test_examples_and_samples(task, tiny_models):
 
 
 def test_type_confusion_counts_words_by_type():
-    from nlpfit.tasks.token_classification import type_confusion
+    from nlpfit.metrics.tagging import type_confusion
 
     got = type_confusion([["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "B-LOC", "O", "O"]])
     assert got["labels"] == ["O", "LOC", "PER"]
@@ -42,3 +42,17 @@ def test_ner_run_writes_the_confusion_of_its_last_evaluation(tiny_models):
     metrics = json.loads((out / "metrics.json").read_text())
     support = sum(v["support"] for v in metrics["eval"]["per_type"].values())
     assert sum(map(sum, confusion["matrix"])) >= support  # every evaluated word, entities among them
+
+
+@pytest.mark.parametrize("task", TINY_TASKS)
+def test_train_writes_the_run_report(task, tiny_models):
+    out = tiny_models(task)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<svg" in page and "Sample predictions" in page
+    assert f"<h1>{out.name}</h1>" in page or out.name in page.split("</h1>")[0]  # named after OUT, not the temp folder
+    samples = json.loads((out / "samples.json").read_text())
+    first = samples[0]["input"]
+    shown = first["question"] if isinstance(first, dict) else first
+    import html
+
+    assert html.escape(shown.strip()[:20]) in page  # the samples are on the page

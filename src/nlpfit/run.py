@@ -105,6 +105,7 @@ def train(cfg: RunConfig) -> dict:
     from nlpfit.engines import get_engine
     from nlpfit.engines.loop import cpu_distributed, evaluate as run_eval, seed_everything
     from nlpfit.report.card import model_card
+    from nlpfit.report.html import write_report
     from nlpfit.tasks import make_task
 
     state = PartialState(cpu=cpu_distributed())
@@ -145,6 +146,7 @@ def train(cfg: RunConfig) -> dict:
                                                encoding="utf-8")
         task.extra_artifacts(out.staging, predictions)
         write_examples(task, raw, out.staging)
+        write_report(out.staging)
         out.commit()
         info(f"saved {cfg.out}")
     state.wait_for_everyone()

@@ -23,7 +23,7 @@ from nlpfit.config import opt
 from nlpfit.data import load_splits, read_table, require_columns
 from nlpfit.data.conll import read_conll
 from nlpfit.log import info, warn
-from nlpfit.metrics.tagging import score_tags
+from nlpfit.metrics.tagging import score_tags, type_confusion
 from nlpfit.models import MINILM, load_model, load_tokenizer, resolve_model
 from nlpfit.tasks import base
 from nlpfit.tasks.base import Evaluation, Task
@@ -364,22 +364,6 @@ def _entity(e: dict) -> dict:
     out = {"entity_group": e.get("entity_group", e.get("entity")), "score": round(float(e["score"]), 4),
            "word": e["word"], "start": e["start"], "end": e["end"]}
     return out
-
-
-def entity_type(tag: str) -> str:
-    """B-PER / I-PER -> PER; O and plain tags stay as they are."""
-    return tag[2:] if BIO.match(tag) and tag != "O" else tag
-
-
-def type_confusion(y_true: list[list[str]], y_pred: list[list[str]]) -> dict:
-    """{"labels": types, "matrix": counts[gold][predicted]} over words, by entity type (B-/I- merged)."""
-    pairs = [(entity_type(t), entity_type(p)) for ts, ps in zip(y_true, y_pred) for t, p in zip(ts, ps)]
-    labels = sorted({x for pair in pairs for x in pair}, key=lambda t: (t != "O", t))
-    index = {t: i for i, t in enumerate(labels)}
-    matrix = [[0] * len(labels) for _ in labels]
-    for t, p in pairs:
-        matrix[index[t]][index[p]] += 1
-    return {"labels": labels, "matrix": matrix}
 
 
 def _as_list(value) -> list:
