@@ -59,7 +59,7 @@ def test_pipeline_bad_folders_are_one_line(tmp_path):
     (tmp_path / "plain").mkdir()
     with pytest.raises(NlpfitError, match="no run.json"):
         nlpfit.pipeline(str(tmp_path / "plain"))
-    (tmp_path / "plain" / "run.json").write_text('{"config": {}}', encoding="utf-8")
+    (tmp_path / "plain" / "run.json").write_text('{"config": {"task": "ner"}}', encoding="utf-8")
     with pytest.raises(NlpfitError, match="run.json: names no pipeline"):
         nlpfit.pipeline(str(tmp_path / "plain"))
 
