@@ -139,6 +139,8 @@ def _read_inputs(texts, input_file) -> list:
         from nlpfit.data import json_object, read_lines
 
         path = Path(input_file)
+        if path.is_dir():
+            raise NlpfitError(f"--input {input_file}: is a folder, not a file of inputs")
         if not path.is_file():
             raise NlpfitError(f"--input {input_file}: no such file")
         for i, line in enumerate(read_lines(path), 1):

@@ -220,12 +220,14 @@ class QuestionAnswering(Task):
     def load_trained(self, out_dir: str):
         from transformers import AutoModelForQuestionAnswering
 
-        return load_model(AutoModelForQuestionAnswering, out_dir, "question-answering"), self._tokenizer(out_dir)
+        return (load_model(AutoModelForQuestionAnswering, out_dir, "question-answering", option=None),
+                self._tokenizer(out_dir, option=None))
 
-    def _tokenizer(self, path: str):
-        tokenizer = load_tokenizer(path)
+    def _tokenizer(self, path: str, option: str | None = "--model"):
+        tokenizer = load_tokenizer(path, option=option)
         if not tokenizer.is_fast:
-            raise NlpfitError(f"--model {path}: question answering needs a fast tokenizer (offset mapping)")
+            raise NlpfitError(f"{f'{option} ' if option else ''}{path}: question answering needs a fast tokenizer "
+                              "(offset mapping)")
         return tokenizer
 
     def max_length(self, tokenizer) -> int:

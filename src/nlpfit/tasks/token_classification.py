@@ -107,7 +107,22 @@ class TokenClassification(Task):
         return MINILM
 
     def read_file(self, path: Path):
-        return read_table(path) if path.suffix.lower() in TABLE_SUFFIXES else read_conll(path)
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            return read_conll(path)
+        o = self.opts
+        columns: dict = {}
+
+        def check(row: dict, where: str) -> None:
+            """Words and tags of one row: lists (or a JSON list / space-separated text), equally long."""
+            if not columns:  # the first row: which columns hold the words and the tags
+                columns["tags"] = self._tag_column(list(row), f"--data {path}")
+                require_columns(list(row), [o.tokens_column], f"--data {path}", "--tokens-column")
+            words = _as_list(row.get(o.tokens_column), where, o.tokens_column)
+            tags = _as_list(row.get(columns["tags"]), where, columns["tags"])
+            if len(words) != len(tags):
+                raise NlpfitError(f"{where}: {len(words)} tokens but {len(tags)} tags")
+
+        return read_table(path, check=check)
 
     def load_data(self, trained: Facts | None = None):
         import datasets
@@ -116,27 +131,33 @@ class TokenClassification(Task):
         raw = load_splits(cfg.data, self.read_file, config=cfg.data_config, validation=cfg.validation_split,
                           test=cfg.test_split, seed=cfg.split_seed)
         first = next(iter(raw.values()))
-        tag_col = self._tag_column(first)
-        require_columns(first, [o.tokens_column], f"--data {', '.join(cfg.data)}", "--tokens-column")
+        tag_col = self._tag_column(first.column_names)
+        require_columns(first.column_names, [o.tokens_column], f"--data {', '.join(cfg.data)}", "--tokens-column")
         feature = first.features[tag_col]
         names_from_features = getattr(getattr(feature, "feature", None), "names", None)
 
-        def to_names(batch):
+        def to_names(batch, indices, split):
             tokens, tags = [], []
-            for words, t in zip(batch[o.tokens_column], batch[tag_col]):
-                words, t = _as_list(words), _as_list(t)
+            for words, t, i in zip(batch[o.tokens_column], batch[tag_col], indices):
+                where = f"--data: {split} example {i + 1}"
+                words, t = _as_list(words, where, o.tokens_column), _as_list(t, where, tag_col)
                 if names_from_features is not None:
-                    t = [names_from_features[i] for i in t]
+                    bad = [x for x in t if not isinstance(x, int) or not 0 <= x < len(names_from_features)]
+                    if bad:
+                        raise NlpfitError(f"{where}: tag {bad[0]!r} is not one of the {len(names_from_features)} "
+                                          f"label ids of {tag_col}")
+                    t = [names_from_features[x] for x in t]
                 tokens.append([str(w) for w in words])
                 tags.append([str(x) for x in t])
             return {"tokens": tokens, "tags": tags}
 
         out = datasets.DatasetDict()
         for split, ds in raw.items():
-            ds = ds.map(to_names, batched=True, remove_columns=ds.column_names, desc=f"reading {split}")
+            ds = ds.map(to_names, batched=True, with_indices=True, fn_kwargs={"split": split},
+                        remove_columns=ds.column_names, desc=f"reading {split}")
             for i, (words, tags) in enumerate(zip(ds["tokens"], ds["tags"])):
                 if len(words) != len(tags):
-                    raise NlpfitError(f"--data: {split} example {i} has {len(words)} tokens but {len(tags)} tags")
+                    raise NlpfitError(f"--data: {split} example {i + 1} has {len(words)} tokens but {len(tags)} tags")
             out[split] = ds.filter(lambda ex: len(ex["tokens"]) > 0)
         if "train" not in out and trained is None:
             raise NlpfitError(f"--data {', '.join(cfg.data)}: no train split")
@@ -160,19 +181,19 @@ class TokenClassification(Task):
 
     def trained_facts(self, out_dir: str) -> Facts:
         """The label names of a trained model, in id order, from its config."""
-        from transformers import AutoConfig
+        from nlpfit.models import load_config
 
-        id2label = AutoConfig.from_pretrained(out_dir, trust_remote_code=False).id2label
+        id2label = load_config(out_dir, option=None).id2label
         labels = tuple(id2label[i] for i in range(len(id2label)))
         return Facts(labels=labels, is_bio=all(BIO.match(n) for n in labels))
 
-    def _tag_column(self, ds) -> str:
+    def _tag_column(self, columns: list[str], where: str = "--data") -> str:
         col = self.opts.label_column
-        if col in ds.column_names:
+        if col in columns:
             return col
-        if "tags" in ds.column_names:  # a CoNLL file with one tag column
+        if "tags" in columns:  # a CoNLL file with one tag column
             return "tags"
-        raise NlpfitError(f"--label-column {col}: no such column in --data (columns: {', '.join(ds.column_names)})")
+        raise NlpfitError(f"--label-column {col}: no such column in {where} (columns: {', '.join(columns)})")
 
     # ---- 2. model and features --------------------------------------------------------------
     def build(self, raw, facts):
@@ -191,7 +212,8 @@ class TokenClassification(Task):
     def load_trained(self, out_dir: str):
         from transformers import AutoModelForTokenClassification
 
-        return load_model(AutoModelForTokenClassification, out_dir, "token-classification"), load_tokenizer(out_dir)
+        return (load_model(AutoModelForTokenClassification, out_dir, "token-classification", option=None),
+                load_tokenizer(out_dir, option=None))
 
     def max_length(self, tokenizer) -> int:
         limit = min(tokenizer.model_max_length or 512, 512)
@@ -272,9 +294,10 @@ class TokenClassification(Task):
 
     # ---- 4. prediction ----------------------------------------------------------------------
     def check_inputs(self, out_dir, inputs, popts):
-        for item in inputs:
+        for n, item in enumerate(inputs, 1):
             if not isinstance(item, str):
-                raise NlpfitError("token classification predicts on texts: give strings or JSON Lines with a text field")
+                raise NlpfitError(f"input {n}: token classification predicts on texts, not {_kind(item)}: give "
+                                  "strings or JSON Lines with a text field")
 
     def load_predictor(self, out_dir):
         return load_pipeline(out_dir)
@@ -304,11 +327,15 @@ class TokenClassification(Task):
 
 
 def load_pipeline(out_dir: str):
-    from transformers import pipeline
+    """The token-classification pipeline of a trained model folder, its model and tokenizer loaded
+    (and checked) by `models.load_model` / `load_tokenizer`."""
+    from transformers import AutoModelForTokenClassification, pipeline
 
     from nlpfit.inference import inference_device
 
-    return pipeline("token-classification", model=out_dir, device=inference_device(), trust_remote_code=False)
+    model = load_model(AutoModelForTokenClassification, out_dir, "token-classification", option=None)
+    return pipeline("token-classification", model=model, tokenizer=load_tokenizer(out_dir, option=None),
+                    device=inference_device(), trust_remote_code=False)
 
 
 def batched_logits(model, tokenizer, texts: list[str], batch_size: int, bf16: bool = False,
@@ -356,16 +383,39 @@ def _entity(e: dict) -> dict:
     return out
 
 
-def _as_list(value) -> list:
-    """Tokens or tags as a list: lists pass; strings hold a JSON list or space-separated items."""
+def _as_list(value, where: str = "--data", column: str = "tokens") -> list:
+    """Tokens or tags as a list: lists pass; strings hold a JSON (or Python) list or space-separated
+    items.  Anything else, or items that are not words or tags, is an error naming `where`."""
+    items = value
     if isinstance(value, str):
         s = value.strip()
         if s.startswith("["):
             try:
-                return list(json.loads(s))
-            except json.JSONDecodeError:
+                items = json.loads(s)
+            except (json.JSONDecodeError, RecursionError):
                 import ast
 
-                return list(ast.literal_eval(s))
-        return s.split()
-    return list(value)
+                try:
+                    items = ast.literal_eval(s)
+                except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                    raise NlpfitError(f"{where}: {column} is not a valid list ({_short(s)})") from None
+        else:
+            return s.split()
+    if not isinstance(items, (list, tuple)):
+        if value is None:
+            raise NlpfitError(f"{where}: {column} is missing (null); expected a list")
+        raise NlpfitError(f"{where}: {column} is {_kind(items)}, expected a list ({_short(str(value))})")
+    for item in items:
+        if item is None or isinstance(item, (list, tuple, dict, bool)) or not isinstance(item, (str, int, float)):
+            raise NlpfitError(f"{where}: {column} holds {_kind(item)}, expected words or tags ({_short(str(value))})")
+    return list(items)
+
+
+def _kind(value) -> str:
+    from nlpfit.data import kind_of
+
+    return kind_of(value)
+
+
+def _short(text: str, n: int = 40) -> str:
+    return repr(text if len(text) <= n else text[:n] + "…")
