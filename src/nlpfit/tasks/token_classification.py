@@ -8,7 +8,9 @@
 3. Pad batches dynamically with DataCollatorForTokenClassification.
 4. Score with seqeval (entity-level precision/recall/F1 per type) on words: evaluation labels
    only the first sub-token of every word, so scores do not depend on the tokenizer.
-5. Predict with the token-classification pipeline, batching texts sorted by length.
+5. Predict with the token-classification pipeline's post-processing, batching texts sorted by
+   length; a text longer than the model's window is cut into overlapping windows, each token
+   predicted in the window where it is most central, so the whole text is tagged.
 """
 
 from __future__ import annotations
@@ -307,7 +309,8 @@ class TokenClassification(Task):
 
         Texts are tokenized in one call, sorted by length and run in padded batches under inference
         mode; each text's logits then go through the token-classification pipeline's own
-        post-processing (scores, aggregation, offsets), so entities are exactly the pipeline's.
+        post-processing (scores, aggregation, offsets), so entities are exactly the pipeline's.  A
+        text longer than the model's window is tagged in overlapping windows (`batched_logits`).
         """
         self.check_inputs(None, inputs, popts)
         _, _, post = pipe._sanitize_parameters(aggregation_strategy=popts.aggregation)
@@ -338,10 +341,84 @@ def load_pipeline(out_dir: str):
                     device=inference_device(), trust_remote_code=False)
 
 
+def window_length(model, tokenizer) -> int:
+    """Tokens per prediction window: the tokenizer's maximum, at most what the model's position
+    embeddings hold (512 when neither says)."""
+    limits = [int(tokenizer.model_max_length)] if 0 < (tokenizer.model_max_length or 0) < 1_000_000 else []
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions:
+        # RoBERTa-style models reserve padding_idx + 1 positions
+        offset = (getattr(model.config, "pad_token_id", 0) or 0) + 1 if model.config.model_type in (
+            "roberta", "xlm-roberta", "camembert", "longformer") else 0
+        limits.append(int(positions) - offset)
+    return min(limits) if limits else 512
+
+
+def window_stride(tokenizer, max_length: int) -> int:
+    """Tokens that consecutive windows of a long text share: a quarter of the window, so that every
+    token is predicted in a window where it has context on both sides (`merge_windows`)."""
+    content = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    return max(0, min(max_length // 4, content - 1))
+
+
+def window_starts(offsets: list[list], lengths: list[int]) -> list[int]:
+    """Where each window's content tokens start in the text's whole token sequence: a window starts
+    where its first token's offsets appear in the previous window (consecutive windows overlap), or
+    right after the previous window when they do not overlap."""
+    starts = [0]
+    for j in range(1, len(offsets)):
+        prev, first = offsets[j - 1], tuple(offsets[j][0])
+        hit = next((p for p in range(len(prev) - 1, 0, -1) if tuple(prev[p]) == first), None)
+        starts.append(starts[-1] + (hit if hit is not None else lengths[j - 1]))
+    return starts
+
+
+def merge_windows(starts: list[int], lengths: list[int]) -> list[tuple[int, int]]:
+    """For each token of the whole sequence, (window, position in that window) of the window where the
+    token is most central: farthest from that window's edges (the earlier window on ties)."""
+    total = max(s + n for s, n in zip(starts, lengths))
+    best: list[tuple[int, int]] = []
+    for i in range(total):
+        choices = [(min(i - s, s + n - 1 - i), -j, j, i - s) for j, (s, n) in enumerate(zip(starts, lengths))
+                   if s <= i < s + n]
+        _, _, j, k = max(choices)
+        best.append((j, k))
+    return best
+
+
+def _merged(windows: list[dict]) -> dict:
+    """One text's model outputs from its windows (`logits` [n, labels], `input_ids`, `offset_mapping`,
+    `special_tokens_mask` each): the first window's leading special tokens, every content token's
+    logits from the window where it is most central, the last window's trailing special tokens."""
+    import torch
+
+    content = []
+    for w in windows:
+        keep = [k for k, s in enumerate(w["special_tokens_mask"]) if not s]
+        content.append(keep)
+    lengths = [len(k) for k in content]
+    starts = window_starts([[w["offset_mapping"][k] for k in keep] for w, keep in zip(windows, content)], lengths)
+    head = [k for k in range(content[0][0] if content[0] else len(windows[0]["input_ids"]))]
+    tail_from = content[-1][-1] + 1 if content[-1] else len(windows[-1]["input_ids"])
+    tail = list(range(tail_from, len(windows[-1]["input_ids"])))
+    rows = [(0, k) for k in head] + [(j, content[j][k]) for j, k in merge_windows(starts, lengths)] \
+        + [(len(windows) - 1, k) for k in tail]
+    return {"logits": torch.stack([windows[j]["logits"][k] for j, k in rows]),
+            "input_ids": [windows[j]["input_ids"][k] for j, k in rows],
+            "offset_mapping": [windows[j]["offset_mapping"][k] for j, k in rows],
+            "special_tokens_mask": [windows[j]["special_tokens_mask"][k] for j, k in rows]}
+
+
 def batched_logits(model, tokenizer, texts: list[str], batch_size: int, bf16: bool = False,
-                   quiet_label: int | None = None):
+                   quiet_label: int | None = None, max_length: int | None = None, stride: int | None = None):
     """Per text, the model outputs the token-classification pipeline post-processes, computed in
-    batches of texts of similar length (longest first) under inference mode; yielded in input order.
+    batches of similar length (longest first) under inference mode; yielded in input order.
+
+    A text longer than the model's window (`max_length`, default `window_length`) is cut into
+    windows that overlap by `stride` tokens (`window_stride`), as question answering cuts long
+    contexts; each token keeps the logits of the window where it is most central (`merge_windows`),
+    so the whole text is tagged and offsets stay those of the original text.  A text that fits in
+    one window gets exactly the outputs it would get alone.
 
     With `quiet_label` (the id of "O"), a text whose every token scores that label strictly highest
     is marked `quiet`: every aggregation strategy then yields only "O" entities, which the pipeline
@@ -351,29 +428,44 @@ def batched_logits(model, tokenizer, texts: list[str], batch_size: int, bf16: bo
 
     from nlpfit.inference import batches_by_length
 
-    enc = tokenizer(texts, truncation=True, return_special_tokens_mask=True, return_offsets_mapping=True)
+    if not texts:
+        return
+    max_length = max_length or window_length(model, tokenizer)
+    stride = window_stride(tokenizer, max_length) if stride is None else stride
+    enc = tokenizer(texts, truncation=True, max_length=max_length, stride=stride, return_overflowing_tokens=True,
+                    return_special_tokens_mask=True, return_offsets_mapping=True)
     names = [k for k in tokenizer.model_input_names if k in enc]
-    results: dict[int, dict] = {}
+    owner = list(enc["overflow_to_sample_mapping"])
+    windows_of: dict[int, list[int]] = {}
+    for w, t in enumerate(owner):
+        windows_of.setdefault(t, []).append(w)
+    done: dict[int, dict] = {}
     device = model.device
     next_out = 0
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for idx in batches_by_length([len(ids) for ids in enc["input_ids"]], batch_size):
             batch = tokenizer.pad({k: [enc[k][i] for i in idx] for k in names}, return_tensors="pt")
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
-            if quiet_label is not None:
-                others = torch.cat([logits[..., :quiet_label], logits[..., quiet_label + 1:]], dim=-1)
-                wins = logits[..., quiet_label] > others.amax(dim=-1)
-            for row, i in enumerate(idx):
-                n = len(enc["input_ids"][i])
+            for row, w in enumerate(idx):
+                n = len(enc["input_ids"][w])
                 rows = slice(-n, None) if tokenizer.padding_side == "left" else slice(0, n)
-                special = torch.tensor([enc["special_tokens_mask"][i]])
+                done[w] = {"logits": logits[row, rows], "input_ids": enc["input_ids"][w],
+                           "offset_mapping": enc["offset_mapping"][w],
+                           "special_tokens_mask": enc["special_tokens_mask"][w]}
+            # stream out the texts whose windows are all done, in input order
+            while next_out < len(texts) and all(w in done for w in windows_of[next_out]):
+                parts = [done.pop(w) for w in windows_of[next_out]]
+                out = parts[0] if len(parts) == 1 else _merged(parts)
+                special = torch.tensor([out["special_tokens_mask"]])
+                quiet = False
+                if quiet_label is not None:
+                    scores = out["logits"]
+                    others = torch.cat([scores[..., :quiet_label], scores[..., quiet_label + 1:]], dim=-1)
+                    quiet = bool(((scores[..., quiet_label] > others.amax(dim=-1)) | special[0].bool()).all())
                 # plain lists where the pipeline loops over tokens (iterating tensors costs more than the model)
-                results[i] = {"logits": logits[row:row + 1, rows], "input_ids": [enc["input_ids"][i]],
-                              "offset_mapping": [enc["offset_mapping"][i]], "special_tokens_mask": special,
-                              "sentence": texts[i], "is_last": True,
-                              "quiet": quiet_label is not None and bool((wins[row, rows] | special[0].bool()).all())}
-            while next_out in results:  # stream out what is ready, in input order
-                yield results.pop(next_out)
+                yield {"logits": out["logits"][None], "input_ids": [out["input_ids"]],
+                       "offset_mapping": [out["offset_mapping"]], "special_tokens_mask": special,
+                       "sentence": texts[next_out], "is_last": True, "quiet": quiet}
                 next_out += 1
 
 
