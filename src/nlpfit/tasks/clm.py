@@ -520,6 +520,9 @@ class CausalLM(Task):
         self.check_inputs(None, inputs, popts)
         limit = self._max_positions(pipe.model.config)
         for text in inputs:
+            if not text:  # an empty prompt: nothing to complete
+                yield {"text": text, "completions": []}
+                continue
             max_new = popts.max_new_tokens or pipe.model.generation_config.max_new_tokens or DEFAULT_NEW_TOKENS
             n_prompt = len(pipe.tokenizer(text)["input_ids"])
             if limit and n_prompt + max_new > limit:

@@ -315,8 +315,6 @@ class QuestionAnswering(Task):
                 raise NlpfitError(f"input {n}: question answering needs {{\"question\": ..., \"context\": ...}} "
                                   "(--input JSONL rows) or --question and --context")
             items.append(item)
-        if not items:
-            raise NlpfitError("nothing to answer: give --question and --context, or --input FILE (JSON Lines)")
         for i, item in enumerate(items):
             if not item["question"].strip() or not item["context"].strip():
                 raise NlpfitError(f"input {i + 1}: empty question or context")
@@ -334,6 +332,8 @@ class QuestionAnswering(Task):
         model, tokenizer, facts = predictor
         device = model.device
         items = self.question_items(inputs, popts)
+        if not items:  # an empty --input file: no answers
+            return
         examples = [{"id": str(i), "context": it["context"]} for i, it in enumerate(items)]
         enc = eval_features({"id": [e["id"] for e in examples], "question": [it["question"] for it in items],
                              "context": [e["context"] for e in examples]},

@@ -358,9 +358,11 @@ class Seq2Seq(Task):
         if popts.max_new_tokens:
             kwargs["max_new_tokens"] = popts.max_new_tokens
         prefix = self.opts.source_prefix
-        results: list = [None] * len(texts)
+        results: list = ["" if not t.strip() else None for t in texts]  # an empty text: an empty answer
+        todo = [i for i, t in enumerate(texts) if t.strip()]
         with torch.inference_mode():
-            for idx in batches_by_length([len(t) for t in texts], popts.batch_size):
+            for batch in batches_by_length([len(texts[i]) for i in todo], popts.batch_size):
+                idx = [todo[b] for b in batch]
                 enc = tokenizer([prefix + texts[i] for i in idx], max_length=self.opts.max_source_length,
                                 truncation=True, padding=True, return_tensors="pt").to(device)
                 out = model.generate(**enc, **kwargs)
