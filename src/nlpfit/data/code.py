@@ -10,7 +10,6 @@ is the same whether or not the corpus is streamed) are applied while reading.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sysconfig
