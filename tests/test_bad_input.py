@@ -132,3 +132,29 @@ def test_crash_leaves_no_half_model(tiny_bert, ner_data, tmp_path, run_cli, monk
     with pytest.raises(RuntimeError):
         run_cli("train", "ner", "--data", ner_data, "--model", tiny_bert, "--output", out, "--epochs", 2)
     assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ner"]  # no checkpoint was saved: no hidden folder
+
+
+def test_crash_after_a_checkpoint_keeps_only_the_checkpoints(tiny_bert, tmp_path, run_cli, monkeypatch):
+    import nlpfit.engines.accelerate as eng
+
+    data = tmp_path / "train.conll"
+    write_conll(data, make_ner_sentences(24, seed=4))
+    original = eng.save_checkpoint
+
+    def save_then_crash(*a, **k):
+        original(*a, **k)
+        raise RuntimeError("simulated crash after the first epoch's checkpoint")
+
+    monkeypatch.setattr(eng, "save_checkpoint", save_then_crash)
+    out = tmp_path / "out"
+    args = ["train", "ner", "--data", data, "--model", tiny_bert, "--output", out, "--epochs", 2, "--batch-size", 8]
+    with pytest.raises(RuntimeError):
+        run_cli(*args)
+    work = tmp_path / ".out.nlpfit-tmp"
+    assert not out.exists() and [p.name for p in work.iterdir()] == ["checkpoints"]  # no half-written final/
+    assert [p.name for p in (work / "checkpoints").iterdir()] == ["checkpoint-3"]
+    monkeypatch.undo()
+    res = run_cli(*args, "--resume")
+    assert res.code == 0, res.err
+    assert "resuming from checkpoint-3" in res.err and (out / "model.safetensors").is_file() and not work.exists()

@@ -130,3 +130,86 @@ def test_lengths_follow_select_and_shuffle():
     ds = datasets.Dataset.from_dict({"input_ids": [[1] * n for n in range(1, 30)]})
     picked = ds.shuffle(seed=3).select(range(5, 12))
     assert lengths_of(picked) == [len(x) for x in picked["input_ids"]]
+
+
+def test_merge_windows_takes_each_token_from_the_window_where_it_is_most_central():
+    from nlpfit.tasks.token_classification import merge_windows, window_starts
+
+    # three windows of 14, 14 and 9 tokens that overlap by 4: starts 0, 10, 20
+    offsets = [[(i, i + 1) for i in range(s, s + n)] for s, n in ((0, 14), (10, 14), (20, 9))]
+    starts = window_starts(offsets, [14, 14, 9])
+    assert starts == [0, 10, 20]
+    chosen = merge_windows(starts, [14, 14, 9])
+    assert len(chosen) == 29 and all(starts[j] + k == i for i, (j, k) in enumerate(chosen))
+    assert [j for j, _ in chosen] == [0] * 12 + [1] * 10 + [2] * 7  # the overlaps split in the middle
+    assert window_starts([[(0, 1), (1, 2)], [(2, 3)]], [2, 1]) == [0, 2]  # windows without overlap
+
+
+@pytest.fixture(scope="module")
+def context_free_tagger(tmp_path_factory, tiny_bert):
+    """A real BERT token classifier with no layers and no position embeddings: each token's logits
+    depend on that token alone ("par" -> B-LOC, "##is" -> I-LOC, anything else -> O), so a text's
+    tags do not depend on how it is cut into windows.  Its tokenizer says 16 tokens at most."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+
+    folder = tmp_path_factory.mktemp("context-free")
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    labels = ["O", "B-LOC", "I-LOC"]
+    config = BertConfig(vocab_size=len(tok), hidden_size=8, num_hidden_layers=0, num_attention_heads=1,
+                        intermediate_size=8, max_position_embeddings=512, num_labels=3,
+                        id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    model = BertForTokenClassification(config)
+    with torch.no_grad():
+        emb = model.bert.embeddings
+        emb.position_embeddings.weight.zero_()
+        emb.token_type_embeddings.weight.zero_()
+        emb.word_embeddings.weight.zero_()
+        emb.word_embeddings.weight[:, :2] = torch.tensor([1.0, -1.0])  # O
+        emb.word_embeddings.weight[tok.convert_tokens_to_ids("par"), :2] = torch.tensor([-1.0, 1.0])  # B-LOC
+        emb.word_embeddings.weight[tok.convert_tokens_to_ids("##is")] = torch.tensor([0, 0, 1.0, -1.0, 0, 0, 0, 0])
+        model.classifier.weight.zero_()
+        model.classifier.bias.zero_()
+        for label in range(3):
+            model.classifier.weight[label, label] = 1.0
+    model.save_pretrained(folder)
+    tok.model_max_length = 16
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_long_texts_are_tagged_in_overlapping_windows(context_free_tagger):
+    """A text many times longer than the model's 16-token window is tagged to its end, with offsets
+    into the original text, exactly as one unbounded pass would tag it; short texts are unchanged."""
+    from transformers import AutoTokenizer, pipeline
+
+    from nlpfit.run import predict_options
+    from nlpfit.tasks import default_config, make_task
+    from nlpfit.tasks.token_classification import _entity, load_pipeline
+
+    filler = "the cat sat on the mat . " * 20
+    texts = [filler + "then we flew to Paris", "we flew to Paris", "Paris " + filler, "nothing here", ""]
+    pipe = load_pipeline(str(context_free_tagger))
+    enc = pipe.tokenizer(texts[0], truncation=True, max_length=16, stride=4, return_overflowing_tokens=True)
+    assert len(enc["input_ids"]) > 10  # many windows
+    task = make_task(default_config("ner"))
+    seen = []  # the lengths the model is run on
+    pipe.model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"].shape[1]),
+                                         with_kwargs=True)
+    for agg in ("simple", "first", "none"):
+        seen.clear()
+        got = [r["entities"] for r in task.predict_with(pipe, texts, predict_options(task, {"aggregation": agg,
+                                                                                          "batch_size": 3}))]
+        assert max(seen) == 16  # in windows of the model's 16 tokens
+        # the reference: the same weights in one pass over the whole text (context-free: no windows needed)
+        whole = AutoTokenizer.from_pretrained(context_free_tagger, model_max_length=512)
+        one_pass = pipeline("token-classification", model=pipe.model, tokenizer=whole, aggregation_strategy=agg)
+        assert got == [[_entity(e) for e in one_pass(t)] if t else [] for t in texts], agg
+        # short texts: what the 16-token pipeline gives (the behaviour before windows)
+        plain = pipeline("token-classification", model=pipe.model, tokenizer=pipe.tokenizer, aggregation_strategy=agg)
+        assert got[1] == [_entity(e) for e in plain(texts[1])] and got[3] == [_entity(e) for e in plain(texts[3])]
+    end = [e for e in got[0] if e["start"] > len(filler)]
+    assert end, got[0]  # the entity near the end of the long text is found
+    assert all(texts[0][e["start"]:e["end"]] in ("Paris", "Par", "is") for e in got[0])
+    simple = [r["entities"] for r in task.predict_with(pipe, texts[:1], predict_options(task, {}))][0]
+    assert [(e["entity_group"], texts[0][e["start"]:e["end"]]) for e in simple] == [("LOC", "Paris")]

@@ -139,6 +139,8 @@ def _read_inputs(texts, input_file) -> list:
         from nlpfit.data import json_object, read_lines
 
         path = Path(input_file)
+        if path.is_dir():
+            raise NlpfitError(f"--input {input_file}: is a folder, not a file of inputs")
         if not path.is_file():
             raise NlpfitError(f"--input {input_file}: no such file")
         for i, line in enumerate(read_lines(path), 1):
@@ -173,6 +175,9 @@ def predict(model_dir, texts, input_file, **task_options):
     """Run a trained model on texts; print JSON Lines."""
     from nlpfit.run import predict as run_predict
 
+    if not texts and not input_file and task_options.get("question") is None and task_options.get("context") is None:
+        raise NlpfitError("nothing to predict: give texts, --input FILE (a text per line or JSON Lines), or for "
+                          "question answering --question and --context")
     inputs = _read_inputs(texts, input_file)
     for row in run_predict(model_dir, inputs, _prediction_values(task_options)):
         click.echo(json.dumps(row, ensure_ascii=False))

@@ -82,3 +82,33 @@ def cli_fields(cls) -> list[dataclasses.Field]:
 
 def save_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+
+
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,), "dict": (dict,),
+          "None": (type(None),)}
+
+
+def check_types(cls, values: dict, where: str) -> None:
+    """Each value of `values` whose field of the dataclass `cls` has a plain annotation (int, float,
+    str, bool, list, dict, optional ones) has that type; the error names `where` and the field."""
+    from nlpfit import NlpfitError
+
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        kinds = str(f.type).replace(" ", "").split("|")
+        if any(k not in _KINDS for k in kinds):
+            continue  # Any, or a type this check does not know
+        value = values[f.name]
+        allowed = tuple(t for k in kinds for t in _KINDS[k])
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            shown = json.dumps(value)[:40] if _jsonable(value) else type(value).__name__
+            raise NlpfitError(f"{where}.{f.name} is {shown}, expected {' or '.join(kinds)}")
+
+
+def _jsonable(value) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import shutil
@@ -18,24 +17,82 @@ from nlpfit.log import info
 
 
 # ---- the output folder: written aside, moved into place at the end -----------------------------
+def check_output(out: Path, overwrite: bool, option: str = "--output") -> None:
+    """Refuse, before anything is read or made, an output folder that cannot be written: a file, a
+    path under a file, a non-empty folder without `overwrite`, or no folder name at all."""
+    if out.name in ("", ".", ".."):
+        raise NlpfitError(f"{option} {out}: name the folder to create (e.g. {option} runs/model)")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NlpfitError(f"{option} {out}: {parent} is a file, not a folder")
+            break
+    if out.exists() and not out.is_dir():
+        raise NlpfitError(f"{option} {out}: is a file, not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise NlpfitError(f"{option} {out}: already exists and is not empty (add --overwrite to replace it)")
+
+
+def check_output_keeps_data(cfg: RunConfig) -> None:
+    """OUT is replaced at the end of a run: it must not be, or hold, a --data file or folder."""
+    if not cfg.out.exists():
+        return
+    out = cfg.out.resolve()
+    for spec in cfg.data:
+        local = Path(os.path.expanduser(str(spec)))
+        if local.exists():
+            path = local.resolve()
+            if path == out or out in path.parents:
+                raise NlpfitError(f"--output {cfg.out}: holds --data {spec}, which replacing it would delete")
+
+
+def has_checkpoint(folder: Path) -> bool:
+    """Whether `folder` holds a saved training checkpoint (of either engine) that --resume continues from."""
+    return any((ckpt / name).is_file() for ckpt in folder.glob("checkpoint-*")
+               for name in ("state.json", "trainer_state.json"))
+
+
 class OutputDir:
     """OUT is built in a hidden sibling folder (with the checkpoints) and moved into place when
-    complete, so a crash never leaves half a model; `--resume` finds the checkpoints there."""
+    complete, so a crash never leaves half a model; `--resume` finds the checkpoints there.
+
+    Making the object only checks OUT (`check_output`); `start` makes the hidden folder when training
+    starts, and a failed run calls `abandon`: the hidden folder goes, unless it holds the checkpoint
+    of a saved training step (then the checkpoints stay, for `--resume`)."""
 
     def __init__(self, out: Path, overwrite: bool, resume: bool, is_main: bool = True):
+        check_output(out, overwrite)
         self.out = out
         self.work = out.parent / f".{out.name}.nlpfit-tmp"
         self.checkpoints = self.work / "checkpoints"
         self.staging = self.work / "final"
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-            raise NlpfitError(f"--output {out}: already exists and is not empty (add --overwrite to replace it)")
-        if is_main:
-            if self.work.exists() and not resume:
+        self.resume, self.is_main = resume, is_main
+
+    def start(self) -> None:
+        if not self.is_main:
+            return
+        try:
+            if self.work.exists() and not self.resume:
                 shutil.rmtree(self.work)
             self.checkpoints.mkdir(parents=True, exist_ok=True)
             if self.staging.exists():
                 shutil.rmtree(self.staging)
             self.staging.mkdir()
+        except OSError as exc:
+            self.abandon()
+            raise NlpfitError(f"--output {self.out}: cannot create {self.work} ({exc.strerror or exc})") from None
+
+    def abandon(self) -> None:
+        """After a failure: remove what the run made, keeping saved checkpoints for --resume."""
+        if not self.is_main or not self.work.exists():
+            return
+        if not has_checkpoint(self.checkpoints):
+            shutil.rmtree(self.work, ignore_errors=True)
+            return
+        for item in self.work.iterdir():
+            if item != self.checkpoints:
+                shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
+        info(f"kept the checkpoints in {self.checkpoints}: run the same command with --resume to continue")
 
     def commit(self) -> None:
         backup = None
@@ -103,16 +160,14 @@ def train(cfg: RunConfig) -> dict:
     from accelerate import PartialState
 
     from nlpfit.engines import get_engine
-    from nlpfit.engines.loop import cpu_distributed, evaluate as run_eval, seed_everything
-    from nlpfit.report.card import model_card
-    from nlpfit.report.html import write_report
+    from nlpfit.engines.loop import cpu_distributed, seed_everything
     from nlpfit.tasks import make_task
 
     state = PartialState(cpu=cpu_distributed())
     cfg = resolve(cfg)
     task = make_task(cfg)
-    out = OutputDir(cfg.out, cfg.overwrite, cfg.resume, state.is_main_process)
-    state.wait_for_everyone()
+    out = OutputDir(cfg.out, cfg.overwrite, cfg.resume, state.is_main_process)  # checked; nothing made yet
+    check_output_keeps_data(cfg)
     engine = get_engine(cfg.engine)
     started = time.time()
 
@@ -121,6 +176,26 @@ def train(cfg: RunConfig) -> dict:
     raw = limit_samples(raw, cfg)
     model, tokenizer = task.build(raw, facts)
     features, facts = task.preprocess(raw, tokenizer, model.config, facts, training=True)
+
+    out.start()  # training starts: the hidden folder is made now, and removed again if the run fails
+    try:
+        state.wait_for_everyone()
+        metrics = _train_and_save(task, cfg, engine, model, tokenizer, features, raw, facts, out, state, started)
+    except BaseException:
+        out.abandon()
+        raise
+    state.wait_for_everyone()
+    if cfg.push_to_hub and state.is_main_process:
+        push(cfg)
+    return {"metrics": metrics, "task": task, "config": cfg}
+
+
+def _train_and_save(task, cfg, engine, model, tokenizer, features, raw, facts, out: OutputDir, state,
+                    started: float) -> dict:
+    """Train with `engine`, evaluate the test split, save OUT aside and move it into place; the metrics."""
+    from nlpfit.engines.loop import evaluate as run_eval
+    from nlpfit.report.card import model_card
+    from nlpfit.report.html import write_report
 
     result = engine(task, cfg, model, tokenizer, features, raw, facts, out.checkpoints)
     metrics = {"train": result.train, "eval": result.eval, "history": result.history}
@@ -149,10 +224,7 @@ def train(cfg: RunConfig) -> dict:
         write_report(out.staging)
         out.commit()
         info(f"saved {cfg.out}")
-    state.wait_for_everyone()
-    if cfg.push_to_hub and state.is_main_process:
-        push(cfg)
-    return {"metrics": metrics, "task": task, "config": cfg}
+    return metrics
 
 
 EXAMPLES = 8  # inputs kept in OUT/examples.json
@@ -197,26 +269,50 @@ def push(cfg: RunConfig) -> None:
 
 # ---- using a trained model ------------------------------------------------------------------------
 def load_run(out_dir: str) -> tuple[RunConfig, dict]:
-    """The frozen configuration a model folder was trained with (task options typed), and run.json."""
-    from nlpfit.tasks import typed_config
+    """The frozen configuration a model folder was trained with (task options typed), and run.json;
+    a damaged run.json is an error naming it and what is wrong."""
+    from nlpfit.config import check_types
+    from nlpfit.data import read_json_object
+    from nlpfit.tasks import REGISTRY, task_class, typed_config
 
     path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise NlpfitError(f"{out_dir}: is a file, not a model folder")
     if not path.is_dir():
         raise NlpfitError(f"{out_dir}: no such model folder")
     run_file = path / "run.json"
     if not run_file.is_file():
         raise NlpfitError(f"{out_dir}: not an nlpfit model folder (no run.json)")
-    run = json.loads(run_file.read_text())
+    run = read_json_object(run_file)
+    config = run.get("config")
+    if not isinstance(config, dict):
+        raise NlpfitError(f"{run_file}: no \"config\" object (the configuration of the run)")
+    task = config.get("task") or run.get("task")
+    if not isinstance(task, str) or not task:
+        raise NlpfitError(f"{run_file}: names no task")
+    if task not in REGISTRY:
+        raise NlpfitError(f"{run_file}: unknown task {task!r} (nlpfit trains {', '.join(REGISTRY)})")
     known = {f.name for f in fields(RunConfig)}
-    cfg = RunConfig(**{k: v for k, v in run["config"].items() if k in known})
-    return typed_config(cfg), run
+    values = {k: v for k, v in config.items() if k in known}
+    values["task"] = task
+    check_types(RunConfig, values, f"{run_file}: config")
+    options = values.get("task_options")
+    if options is not None and not isinstance(options, dict):
+        raise NlpfitError(f"{run_file}: config.task_options is not an object")
+    check_types(task_class(task).Options, options or {}, f"{run_file}: config.task_options")
+    if not isinstance(run.get("task_data", {}), dict):
+        raise NlpfitError(f"{run_file}: task_data is not an object")
+    return typed_config(RunConfig(**values)), run
 
 
 def evaluate(out_dir: str, data: list[str] | None, split: str, batch_size: int | None) -> dict:
     from nlpfit.engines.loop import evaluate as run_eval
     from nlpfit.tasks import make_task
 
+    from nlpfit.models import check_model_folder
+
     cfg, _ = load_run(out_dir)
+    check_model_folder(out_dir)  # a damaged folder is reported before any data is read
     changes: dict = {}
     if data:
         changes.update(data=list(data), data_config=None)
@@ -252,6 +348,9 @@ def predict_options(task, values: dict):
 def predict(out_dir: str, inputs: list, popts_values: dict):
     from nlpfit.tasks import make_task
 
+    from nlpfit.models import check_model_folder
+
     cfg, _ = load_run(out_dir)
+    check_model_folder(out_dir)
     task = make_task(cfg)
     return task.predict(out_dir, inputs, predict_options(task, popts_values))

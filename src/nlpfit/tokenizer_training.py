@@ -136,9 +136,10 @@ def train_tokenizer_folder(data: list[str], vocab_size: int, output: str, base_s
                             compare_files: int, overwrite: bool) -> dict:
     from nlpfit.data.code import DS_KEYWORDS, CodeCorpus, default_sources, parse_keywords
 
+    from nlpfit.run import check_output
+
     out = Path(output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise NlpfitError(f"--output {out}: already exists and is not empty (add --overwrite to replace it)")
+    check_output(out, overwrite)
     if validation_split is None:  # as `nlpfit train clm`: its default data holds out 5%, --validation-split 0.1
         validation_split = 0.05 if not data else 0.1
     if not data:
@@ -152,9 +153,9 @@ def train_tokenizer_folder(data: list[str], vocab_size: int, output: str, base_s
                         validation=validation_split, seed=split_seed)
     base = None
     if base_spec:
-        from nlpfit.models import load_tokenizer
+        from nlpfit.models import load_tokenizer, resolve_tokenizer
 
-        base = load_tokenizer(base_spec)
+        base = load_tokenizer(resolve_tokenizer(base_spec, "--from"), option="--from")
     started = time.time()
     n_train = 0
 
@@ -183,15 +184,19 @@ def train_tokenizer_folder(data: list[str], vocab_size: int, output: str, base_s
 
     tmp = out.parent / f".{out.name}.nlpfit-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer.save_pretrained(tmp)
     facts = {"vocab_size": len(tokenizer), "from": base_spec, "data": list(data), "glob": glob,
              "filter_keywords": list(keywords), "trained_files": n_train, "scan": {
                  "total": report.total, "kept": report.kept, "binary": report.binary,
                  "undecodable": report.undecodable, "empty": report.empty},
              "tokens_per_file": rows, "runtime_s": round(time.time() - started, 1)}
-    (tmp / "nlpfit_tokenizer.json").write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    try:  # written aside, moved into place when complete
+        tokenizer.save_pretrained(tmp)
+        (tmp / "nlpfit_tokenizer.json").write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     info(f"saved {out}")
     return facts

@@ -21,8 +21,21 @@ SPLIT_NAMES = {
 }
 
 
+def names_a_path(spec: str) -> bool:
+    """Whether `spec` can only be a local path, not a hub id (`name` or `org/name`, maybe with an
+    `@revision`): it exists; starts with `.`, `/` or `~`; ends with a slash; has two slashes or more
+    before any `@`; or its first folder exists here (`runs/missing` where `runs/` is a folder)."""
+    spec = str(spec)
+    if os.path.exists(os.path.expanduser(spec)) or spec.startswith((".", "/", "~")) or spec.endswith(("/", os.sep)):
+        return True
+    base = spec.split("@", 1)[0]
+    parts = base.replace(os.sep, "/").split("/")
+    return len(parts) > 2 or (len(parts) == 2 and os.path.isdir(parts[0]))
+
+
 def is_local(spec: str) -> bool:
-    return os.path.exists(spec) or spec.startswith((".", "/", "~")) or os.sep in spec and Path(spec).suffix != ""
+    """A --data value that names a file or folder (one that does not exist is an error, not a hub id)."""
+    return names_a_path(spec) or os.sep in spec and Path(spec).suffix != ""
 
 
 @dataclass(frozen=True)
@@ -130,101 +143,200 @@ def load_splits(specs: list[str], read_file: Callable[[Path], "object"], *, conf
     return hold_out(datasets.DatasetDict(out), validation, test, seed)
 
 
-def read_lines(path: Path) -> list[str]:
-    """Read a UTF-8 text file, naming the line of the first undecodable byte."""
-    data = path.read_bytes()
+def text_of_bytes(data: bytes, where) -> str:
+    """UTF-8 bytes as text (a byte-order mark dropped), naming the line of the first undecodable byte."""
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise NlpfitError(f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x})") from None
-    return text.splitlines()
+        raise NlpfitError(f"{where}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x})") from None
 
 
-def read_table(path: Path):
-    """JSON Lines / JSON / CSV / TSV / Parquet into a Dataset, with file:line errors."""
-    import datasets
+def read_lines(path: Path) -> list[str]:
+    """Read a UTF-8 text file, naming the line of the first undecodable byte."""
+    return text_of_bytes(path.read_bytes(), path).splitlines()
 
+
+def parse_json(text: str, where, line: int | None = None):
+    """`json.loads`, with an error naming `where` and the line (`line`: the line `text` is on)."""
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NlpfitError(f"{where}:{line or exc.lineno}: invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise NlpfitError(f"{where}:{line or 1}: invalid JSON (nested too deeply)") from None
+
+
+def read_json(path: Path):
+    """A whole UTF-8 JSON file (run.json, config.json …), with errors naming the file and line."""
+    if path.stat().st_size == 0:
+        raise NlpfitError(f"{path}: empty file, expected JSON")
+    return parse_json(text_of_bytes(path.read_bytes(), path), path)
+
+
+def read_json_object(path: Path) -> dict:
+    obj = read_json(path)
+    if not isinstance(obj, dict):
+        raise NlpfitError(f"{path}: expected a JSON object, found {kind_of(obj)}")
+    return obj
+
+
+def kind_of(value) -> str:
+    """What a JSON value is, in words (for error messages)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        inner = next((kind_of(v) for v in value if v is not None), None)
+        return f"a list of {_plural(inner)}" if inner else "a list"
+    return type(value).__name__
+
+
+def _plural(kind: str) -> str:
+    return {"text": "texts", "a number": "numbers", "an object": "objects", "true/false": "true/false values"}.get(
+        kind, "lists" if kind.startswith("a list") else kind)
+
+
+#: check(row, where) raises NlpfitError when a row of a table is unusable; `where` is "file:line" (or "file: row N")
+RowCheck = Callable[[dict, str], None]
+
+
+def read_table(path: Path, check: RowCheck | None = None):
+    """JSON Lines / JSON / CSV / TSV / Parquet into a Dataset, with file:line errors.
+
+    `check` is called with every row and where it is (`file:line`, `file: record N`, `file: row N`)
+    before the Dataset is made: a task rejects values of the wrong type there, naming the line."""
     suffix = path.suffix.lower()
     if path.stat().st_size == 0:
         raise NlpfitError(f"{path}: empty file")
     if suffix in (".jsonl", ".json", ".ndjson"):
-        import json
-
         lines = read_lines(path)
-        if suffix == ".json" and lines and lines[0].lstrip().startswith(("[", "{")) and not _is_jsonl(lines):
-            try:
-                obj = json.loads("\n".join(lines))
-            except json.JSONDecodeError as exc:
-                raise NlpfitError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        if suffix == ".json" and lines and lines[0].lstrip().startswith(("[", "{")) and not is_json_lines(lines):
+            obj = parse_json("\n".join(lines), path)
             rows = obj if isinstance(obj, list) else obj.get("data", obj)
             if not isinstance(rows, list):
-                raise NlpfitError(f"{path}: expected a list of records")
-            return datasets.Dataset.from_list(rows)
-        rows = []
+                raise NlpfitError(f"{path}: expected a list of records (or {{\"data\": [...]}})")
+            if not rows:
+                raise NlpfitError(f"{path}: no records (an empty list)")
+            for k, row in enumerate(rows, 1):
+                if not isinstance(row, dict):
+                    raise NlpfitError(f"{path}: record {k} is {kind_of(row)}, expected an object of fields")
+            return _records(rows, [f"{path}: record {k}" for k in range(1, len(rows) + 1)], path, check)
+        rows, where = [], []
         for i, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             rows.append(json_object(line, path, i))
+            where.append(f"{path}:{i}")
         if not rows:
             raise NlpfitError(f"{path}: empty file")
-        try:
-            return datasets.Dataset.from_list(rows)
-        except Exception as exc:
-            raise NlpfitError(f"{path}: inconsistent records ({str(exc).splitlines()[0]})") from None
+        return _records(rows, where, path, check)
     if suffix in (".csv", ".tsv"):
-        import csv
+        return _read_csv(path, "\t" if suffix == ".tsv" else ",", check)
+    if suffix == ".parquet":
+        return _read_parquet(path, check)
+    raise NlpfitError(f"{path}: unsupported file type {suffix or '(none)'}")
 
-        lines = read_lines(path)
-        reader = csv.reader(lines, delimiter="\t" if suffix == ".tsv" else ",")
+
+def _records(rows: list[dict], where: list[str], path: Path, check: RowCheck | None):
+    """A Dataset of JSON records; a field whose kind changes from record to record is named."""
+    import datasets
+
+    if check is not None:
+        for row, at in zip(rows, where):
+            check(row, at)
+    try:
+        return datasets.Dataset.from_list(rows)
+    except Exception as exc:  # Arrow cannot hold the records in one table
+        first: dict[str, str] = {}
+        for row, at in zip(rows, where):
+            for key, value in row.items():
+                if value is None:
+                    continue
+                kind = kind_of(value)
+                if first.setdefault(key, kind) != kind:
+                    raise NlpfitError(f"{at}: {key} is {kind}, earlier records have {first[key]}") from None
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NlpfitError(f"{path}: inconsistent records ({msg})") from None
+
+
+def _read_csv(path: Path, delimiter: str, check: RowCheck | None):
+    import csv
+
+    import datasets
+
+    reader = csv.reader(read_lines(path), delimiter=delimiter)
+    try:
         header = next(reader, None)
         if not header:
             raise NlpfitError(f"{path}: empty file")
         cols: dict[str, list] = {h: [] for h in header}
-        for i, row in enumerate(reader, 2):
+        for row in reader:
             if not row:
                 continue
+            i = reader.line_num
             if len(row) != len(header):
                 raise NlpfitError(f"{path}:{i}: {len(row)} fields, the header has {len(header)}")
+            if check is not None:
+                check(dict(zip(header, row)), f"{path}:{i}")
             for h, v in zip(header, row):
                 cols[h].append(v)
-        if not cols[header[0]]:
-            raise NlpfitError(f"{path}: no rows after the header")
-        return datasets.Dataset.from_dict(cols)
-    if suffix == ".parquet":
-        try:
-            return datasets.Dataset.from_parquet(str(path))
-        except Exception as exc:
-            raise NlpfitError(f"{path}: cannot read Parquet ({str(exc).splitlines()[0]})") from None
-    raise NlpfitError(f"{path}: unsupported file type {suffix or '(none)'}")
+    except csv.Error as exc:
+        raise NlpfitError(f"{path}:{reader.line_num}: not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({exc})") from None
+    if not cols[header[0]]:
+        raise NlpfitError(f"{path}: no rows after the header")
+    return datasets.Dataset.from_dict(cols)
+
+
+def _read_parquet(path: Path, check: RowCheck | None):
+    import datasets
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.ParquetFile(path).metadata.num_rows  # the footer: garbage and truncated files fail here
+        ds = datasets.Dataset.from_parquet(str(path)) if rows else None
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NlpfitError(f"{path}: cannot read Parquet ({msg})") from None
+    if ds is None:
+        raise NlpfitError(f"{path}: no rows")
+    if check is not None:
+        for i, row in enumerate(ds, 1):
+            check(row, f"{path}: row {i}")
+    return ds
 
 
 def json_object(line: str, path, lineno: int) -> dict:
     """One JSON Lines record, or an error naming the file and line."""
-    import json
-
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise NlpfitError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+    row = parse_json(line, path, lineno)
     if not isinstance(row, dict):
-        raise NlpfitError(f"{path}:{lineno}: expected a JSON object per line")
+        raise NlpfitError(f"{path}:{lineno}: expected a JSON object per line, found {kind_of(row)}")
     return row
 
 
-def _is_jsonl(lines: list[str]) -> bool:
+def is_json_lines(lines: list[str]) -> bool:
     import json
 
     first = next((l for l in lines if l.strip()), "")
     try:
         json.loads(first)
         return len([l for l in lines if l.strip()]) > 1
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return False
 
 
-def require_columns(ds, columns: list[str], where: str, option: str | None = None) -> None:
-    missing = [c for c in columns if c not in ds.column_names]
+def require_columns(names: list[str], columns: list[str], where: str, option: str | None = None) -> None:
+    """`names` (the columns of a table) must hold `columns`."""
+    missing = [c for c in columns if c not in names]
     if missing:
         opt = f" (set {option})" if option else ""
-        raise NlpfitError(f"{where}: missing column {', '.join(missing)}{opt}; columns are {', '.join(ds.column_names)}")
+        raise NlpfitError(f"{where}: missing column {', '.join(missing)}{opt}; columns are {', '.join(names)}")

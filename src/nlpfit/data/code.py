@@ -10,7 +10,6 @@ is the same whether or not the corpus is streamed) are applied while reading.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sysconfig
@@ -168,14 +167,16 @@ def iter_table(path: Path, column: str) -> Iterator[tuple[str, object]]:
 
         with open(path, encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
-            if reader.fieldnames and column not in reader.fieldnames:
-                raise NlpfitError(f"{path}: no column {column!r} (set --text-column; columns are "
-                                  f"{', '.join(reader.fieldnames)})")
             try:
+                if reader.fieldnames and column not in reader.fieldnames:
+                    raise NlpfitError(f"{path}: no column {column!r} (set --text-column; columns are "
+                                      f"{', '.join(reader.fieldnames)})")
                 for row in reader:
                     yield f"{path}:{reader.line_num}", row[column]
             except UnicodeDecodeError:
                 raise NlpfitError(f"{path}:{reader.line_num + 1}: not UTF-8") from None
+            except csv.Error as exc:
+                raise NlpfitError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
         return
     # JSON Lines (a .json file holding one array is read whole)
     with open(path, "rb") as fh:
@@ -183,31 +184,33 @@ def iter_table(path: Path, column: str) -> Iterator[tuple[str, object]]:
         while head in (b" ", b"\n", b"\r", b"\t"):
             head = fh.read(1)
     if suffix == ".json" and head == b"[":
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise NlpfitError(f"{path}: invalid JSON ({exc})") from None
+        from nlpfit.data import read_json
+
+        rows = read_json(path)
         for i, row in enumerate(rows, 1):
-            yield f"{path}:{i}", _column(row, column, path, i)
+            yield f"{path}: record {i}", _column(row, column, path, i, "record")
         return
     with open(path, "rb") as fh:
         for i, raw in enumerate(fh, 1):
             if not raw.strip():
                 continue
             try:
-                row = json.loads(raw)
+                text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise NlpfitError(f"{path}:{i}: not UTF-8") from None
-            except json.JSONDecodeError as exc:
-                raise NlpfitError(f"{path}:{i}: invalid JSON ({exc.msg})") from None
-            yield f"{path}:{i}", _column(row, column, path, i)
+            from nlpfit.data import parse_json
+
+            yield f"{path}:{i}", _column(parse_json(text, path, i), column, path, i)
 
 
-def _column(row, column: str, path: Path, line: int):
+def _column(row, column: str, path: Path, n: int, unit: str = "line"):
+    at = f"{path}:{n}" if unit == "line" else f"{path}: {unit} {n}"
     if not isinstance(row, dict):
-        raise NlpfitError(f"{path}:{line}: expected a JSON object")
+        from nlpfit.data import kind_of
+
+        raise NlpfitError(f"{at}: expected a JSON object, found {kind_of(row)}")
     if column not in row:
-        raise NlpfitError(f"{path}:{line}: no field {column!r} (set --text-column; fields are {', '.join(row)})")
+        raise NlpfitError(f"{at}: no field {column!r} (set --text-column; fields are {', '.join(row)})")
     return row[column]
 
 
@@ -298,7 +301,11 @@ class CodeCorpus:
             except UnicodeDecodeError:
                 self.report.skip("undecodable", key)
                 return None
-        return value if isinstance(value, str) else str(value)
+        if not isinstance(value, str):
+            from nlpfit.data import kind_of
+
+            raise NlpfitError(f"{key}: {self.text_column} is {kind_of(value)}, not text (set --text-column)")
+        return value
 
     def documents(self, split: str | None = None, limit: int = 0) -> Iterator[dict]:
         """Documents of one split (or all, with their split), filtered by the keywords."""

@@ -69,14 +69,37 @@ def plural_indices(plural_forms: str | None) -> tuple[int, int]:
     return rule(1), rule(2)
 
 
+_PO_STRING = rb'"(?:[^"\\]|\\.)*"'
+_PO_LINE = re.compile(rb'^(?:(?:msgctxt|msgid|msgid_plural|msgstr(?:\[\d+\])?)\s+)?' + _PO_STRING + rb'$')
+
+
+def check_po_syntax(path: Path) -> None:
+    """Every line of a `.po` file is a comment, blank, or a keyword and string (or a continued
+    string) with its closing quote: polib silently cuts a string that is not closed.  Read as bytes
+    (the catalog's charset does not matter to quotes)."""
+    for i, line in enumerate(path.read_bytes().removeprefix(b"\xef\xbb\xbf").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        if not _PO_LINE.match(line):
+            what = "unterminated string" if line.count(b'"') % 2 else "not a gettext line"
+            raise NlpfitError(f"{path}:{i}: {what} ({line[:40].decode('utf-8', 'replace')!r})")
+
+
 def read_catalog(path: Path) -> tuple[list[tuple[str, str]], dict]:
     """(msgid, msgstr) pairs of a `.po`/`.mo` file and its metadata, with skip counts in the metadata."""
     import polib
 
     path = Path(path)
+    if path.suffix.lower() != ".mo":
+        check_po_syntax(path)
     try:
         cat = polib.mofile(str(path)) if path.suffix.lower() == ".mo" else polib.pofile(str(path))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except Exception as exc:  # polib raises OSError, ValueError, struct.error, UnicodeDecodeError …
+        if isinstance(exc, UnicodeDecodeError) and path.suffix.lower() != ".mo":
+            from nlpfit.data import text_of_bytes
+
+            text_of_bytes(path.read_bytes(), path)  # names the line, when the file is not UTF-8 at all
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NlpfitError(f"{path}: not a readable gettext catalog ({msg})") from None
     one, two = plural_indices(cat.metadata.get("Plural-Forms"))

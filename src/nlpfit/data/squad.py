@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 
 from nlpfit import NlpfitError
-from nlpfit.data import read_lines, read_table
+from nlpfit.data import is_json_lines, kind_of, parse_json, read_lines, read_table
 
 #: `--data` name of the offline demo set
 PYDOC = "python-docs"
@@ -52,26 +52,64 @@ def to_dataset(rows: list[dict]):
 
 # ---- nested SQuAD JSON ------------------------------------------------------------------------
 def is_nested_squad(obj) -> bool:
-    return (isinstance(obj, dict) and isinstance(obj.get("data"), list)
-            and all(isinstance(a, dict) and "paragraphs" in a for a in obj["data"][:5]) and bool(obj["data"]))
+    """The nested layout: {"data": [{"paragraphs": ...}, ...]} (its entries are checked by `flatten_squad`)."""
+    return (isinstance(obj, dict) and isinstance(obj.get("data"), list) and bool(obj["data"])
+            and any(isinstance(a, dict) and "paragraphs" in a for a in obj["data"][:5]))
+
+
+def _list_at(value, where: str, what: str) -> list:
+    if not isinstance(value, list):
+        raise NlpfitError(f"{where}: {what} is {kind_of(value)}, expected a list")
+    return value
+
+
+def _object_at(value, where: str, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise NlpfitError(f"{where}: {what} is {kind_of(value)}, expected an object")
+    return value
 
 
 def flatten_squad(obj: dict, where: str) -> list[dict]:
-    """Rows from the nested v1.1 / v2.0 layout."""
+    """Rows from the nested v1.1 / v2.0 layout; every level is checked, errors name the entry
+    (`data[0].paragraphs[2].qas[1].answers[0].answer_start`)."""
     rows = []
     for a, article in enumerate(obj["data"]):
-        title = str(article.get("title", ""))
-        for p, para in enumerate(article.get("paragraphs", [])):
-            if not isinstance(para, dict) or "context" not in para:
-                raise NlpfitError(f"{where}: data[{a}].paragraphs[{p}] has no context")
-            for q, qa in enumerate(para.get("qas", [])):
+        at = f"data[{a}]"
+        article = _object_at(article, where, at)
+        title = article.get("title", "")
+        for p, para in enumerate(_list_at(article.get("paragraphs", []), where, f"{at}.paragraphs")):
+            at = f"data[{a}].paragraphs[{p}]"
+            para = _object_at(para, where, at)
+            if "context" not in para:
+                raise NlpfitError(f"{where}: {at} has no context")
+            if not isinstance(para["context"], str):
+                raise NlpfitError(f"{where}: {at}.context is {kind_of(para['context'])}, expected text")
+            for q, qa in enumerate(_list_at(para.get("qas", []), where, f"{at}.qas")):
+                at = f"data[{a}].paragraphs[{p}].qas[{q}]"
+                qa = _object_at(qa, where, at)
                 if "question" not in qa:
-                    raise NlpfitError(f"{where}: data[{a}].paragraphs[{p}].qas[{q}] has no question")
-                answers = [] if qa.get("is_impossible") else qa.get("answers", [])
-                rows.append({"id": str(qa.get("id", f"{a}-{p}-{q}")), "title": title, "context": para["context"],
-                             "question": qa["question"],
-                             "answers": {"text": [str(x["text"]) for x in answers],
-                                         "answer_start": [int(x["answer_start"]) for x in answers]}})
+                    raise NlpfitError(f"{where}: {at} has no question")
+                if not isinstance(qa["question"], str):
+                    raise NlpfitError(f"{where}: {at}.question is {kind_of(qa['question'])}, expected text")
+                answers = [] if qa.get("is_impossible") else _list_at(qa.get("answers", []), where, f"{at}.answers")
+                texts, starts = [], []
+                for k, answer in enumerate(answers):
+                    answer = _object_at(answer, where, f"{at}.answers[{k}]")
+                    if "text" not in answer or "answer_start" not in answer:
+                        raise NlpfitError(f"{where}: {at}.answers[{k}] needs text and answer_start")
+                    text, start = answer["text"], answer["answer_start"]
+                    if not isinstance(text, str):
+                        raise NlpfitError(f"{where}: {at}.answers[{k}].text is {kind_of(text)}, expected text")
+                    if isinstance(start, str) and start.strip().isdigit():
+                        start = int(start)
+                    if not isinstance(start, int) or isinstance(start, bool):
+                        raise NlpfitError(f"{where}: {at}.answers[{k}].answer_start is {start!r}, "
+                                          "expected a character offset (a whole number)")
+                    texts.append(text)
+                    starts.append(start)
+                rows.append({"id": str(qa.get("id", f"{a}-{p}-{q}")), "title": str(title or ""),
+                             "context": para["context"], "question": qa["question"],
+                             "answers": {"text": texts, "answer_start": starts}})
     if not rows:
         raise NlpfitError(f"{where}: no questions in this SQuAD file")
     return rows
@@ -132,10 +170,10 @@ def read_file(path: Path):
         if text.lstrip().startswith("{"):
             try:
                 obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                if len([l for l in lines if l.strip()]) > 1:  # JSON Lines named .json
+            except (json.JSONDecodeError, RecursionError):
+                if is_json_lines(lines):  # JSON Lines named .json
                     return normalise(read_table(path), str(path))
-                raise NlpfitError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+                obj = parse_json(text, path)  # the error, naming the line
             if is_nested_squad(obj):
                 return to_dataset(flatten_squad(obj, str(path)))
     return normalise(read_table(path), str(path))

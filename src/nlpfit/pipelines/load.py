@@ -28,6 +28,10 @@ OWN_PIPELINES = {
     "summarization": ("nlpfit.pipelines.seq2seq", "Seq2SeqGenerationPipeline", "AutoModelForSeq2SeqLM"),
 }
 
+#: AutoModel class of the tasks whose pipeline transformers has (the model is loaded and checked here)
+AUTO_CLASSES = {"token-classification": "AutoModelForTokenClassification", "fill-mask": "AutoModelForMaskedLM",
+                "text-generation": "AutoModelForCausalLM"}
+
 
 def pipeline_name(out_dir: str) -> str:
     """The transformers pipeline name of a model folder, from its run.json."""
@@ -48,17 +52,20 @@ def pipeline(out_dir: str, device=None, **kwargs):
     import transformers
 
     from nlpfit.inference import inference_device
-    from nlpfit.models import load_model, load_tokenizer
+    from nlpfit.models import check_model_folder, load_model, load_tokenizer
 
     name = pipeline_name(out_dir)
+    check_model_folder(out_dir)
     device = inference_device() if device is None else device
     if name not in OWN_PIPELINES:
-        tokenizer = load_tokenizer(out_dir)
+        tokenizer = load_tokenizer(out_dir, option=None)
         if name == "text-generation" and tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        return transformers.pipeline(name, model=out_dir, tokenizer=tokenizer, device=device,
+        auto = AUTO_CLASSES.get(name)
+        model = load_model(getattr(transformers, auto), out_dir, name, option=None) if auto else out_dir
+        return transformers.pipeline(name, model=model, tokenizer=tokenizer, device=device,
                                      trust_remote_code=False, **kwargs)
     module, cls_name, auto_name = OWN_PIPELINES[name]
     cls = getattr(importlib.import_module(module), cls_name)
-    model = load_model(getattr(transformers, auto_name), out_dir, name)
-    return cls(model=model, tokenizer=load_tokenizer(out_dir), task=name, device=device, **kwargs)
+    model = load_model(getattr(transformers, auto_name), out_dir, name, option=None)
+    return cls(model=model, tokenizer=load_tokenizer(out_dir, option=None), task=name, device=device, **kwargs)

@@ -342,12 +342,9 @@ class CausalLM(Task):
         return model, tokenizer
 
     def _load_tokenizer(self, spec: str):
-        from nlpfit.models import load_tokenizer
+        from nlpfit.models import load_tokenizer, resolve_tokenizer
 
-        try:
-            return load_tokenizer(spec)
-        except NlpfitError as exc:
-            raise NlpfitError(str(exc).replace("--model", "--tokenizer", 1)) from None
+        return load_tokenizer(resolve_tokenizer(spec, "--tokenizer"), option="--tokenizer")
 
     def _train_tokenizer(self, train):
         from nlpfit.tokenizer_training import train_bpe
@@ -371,18 +368,16 @@ class CausalLM(Task):
         return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
     def _model_from_config(self, tokenizer):
-        from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config
+        from transformers import AutoModelForCausalLM, GPT2Config
 
         o = self.opts
         spec = o.config
         if spec in ("gpt2", "gpt2-small", "openai-community/gpt2"):
             config = GPT2Config()  # its defaults are GPT-2 small's hyperparameters
         else:
-            try:
-                config = AutoConfig.from_pretrained(spec, trust_remote_code=False)
-            except Exception as exc:
-                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise NlpfitError(f"--config {spec}: cannot load this configuration: {msg}") from None
+            from nlpfit.models import load_config
+
+            config = load_config(spec, "--config")
         config.vocab_size = len(tokenizer)
         config.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         config.eos_token_id = tokenizer.eos_token_id
@@ -410,9 +405,9 @@ class CausalLM(Task):
 
         from nlpfit.models import load_model, load_tokenizer
 
-        tokenizer = load_tokenizer(out_dir)
+        tokenizer = load_tokenizer(out_dir, option=None)
         self._prepare_tokenizer(tokenizer)
-        return load_model(AutoModelForCausalLM, out_dir, "causal language"), tokenizer
+        return load_model(AutoModelForCausalLM, out_dir, "causal language", option=None), tokenizer
 
     # ---- 3. features ------------------------------------------------------------------------
     def preprocess(self, raw, tokenizer, model_config, facts, *, training):
@@ -525,10 +520,9 @@ class CausalLM(Task):
 
         from nlpfit.inference import inference_device
 
-        pipe = pipeline("text-generation", model=out_dir, device=inference_device(), trust_remote_code=False)
-        if pipe.tokenizer.pad_token is None:
-            pipe.tokenizer.pad_token = pipe.tokenizer.eos_token
-        return pipe
+        model, tokenizer = self.load_trained(out_dir)  # the pad token set as in training
+        return pipeline("text-generation", model=model, tokenizer=tokenizer, device=inference_device(),
+                        trust_remote_code=False)
 
     def predict_with(self, pipe, inputs, popts):
         import torch
@@ -537,6 +531,9 @@ class CausalLM(Task):
         self.check_inputs(None, inputs, popts)
         limit = self._max_positions(pipe.model.config)
         for text in inputs:
+            if not text:  # an empty prompt: nothing to complete
+                yield {"text": text, "completions": []}
+                continue
             max_new = popts.max_new_tokens or pipe.model.generation_config.max_new_tokens or DEFAULT_NEW_TOKENS
             n_prompt = len(pipe.tokenizer(text)["input_ids"])
             if limit and n_prompt + max_new > limit:

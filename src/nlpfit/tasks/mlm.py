@@ -230,7 +230,8 @@ class MaskedLM(Task):
     def load_trained(self, out_dir: str):
         from transformers import AutoModelForMaskedLM
 
-        return load_model(AutoModelForMaskedLM, out_dir, "masked-LM"), load_tokenizer(out_dir)
+        return (load_model(AutoModelForMaskedLM, out_dir, "masked-LM", option=None),
+                load_tokenizer(out_dir, option=None))
 
     def preprocess(self, raw, tokenizer, model_config, facts, *, training):
         """Blocks of every split; with `training` the train split stays unmasked (masked anew in
@@ -327,14 +328,15 @@ class MaskedLM(Task):
         return out
 
     def check_inputs(self, out_dir, inputs, popts):
-        masked_texts(inputs, load_tokenizer(out_dir).mask_token, popts.top_k)
+        masked_texts(inputs, load_tokenizer(out_dir, option=None).mask_token, popts.top_k)
 
     def load_predictor(self, out_dir):
         from transformers import pipeline
 
         from nlpfit.inference import inference_device
 
-        return pipeline("fill-mask", model=out_dir, tokenizer=load_tokenizer(out_dir), device=inference_device(),
+        model, tokenizer = self.load_trained(out_dir)
+        return pipeline("fill-mask", model=model, tokenizer=tokenizer, device=inference_device(),
                         trust_remote_code=False)
 
     def predict_with(self, pipe, inputs, popts):

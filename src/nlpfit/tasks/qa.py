@@ -220,12 +220,14 @@ class QuestionAnswering(Task):
     def load_trained(self, out_dir: str):
         from transformers import AutoModelForQuestionAnswering
 
-        return load_model(AutoModelForQuestionAnswering, out_dir, "question-answering"), self._tokenizer(out_dir)
+        return (load_model(AutoModelForQuestionAnswering, out_dir, "question-answering", option=None),
+                self._tokenizer(out_dir, option=None))
 
-    def _tokenizer(self, path: str):
-        tokenizer = load_tokenizer(path)
+    def _tokenizer(self, path: str, option: str | None = "--model"):
+        tokenizer = load_tokenizer(path, option=option)
         if not tokenizer.is_fast:
-            raise NlpfitError(f"--model {path}: question answering needs a fast tokenizer (offset mapping)")
+            raise NlpfitError(f"{f'{option} ' if option else ''}{path}: question answering needs a fast tokenizer "
+                              "(offset mapping)")
         return tokenizer
 
     def max_length(self, tokenizer) -> int:
@@ -316,8 +318,6 @@ class QuestionAnswering(Task):
                 raise NlpfitError(f"input {n}: question answering needs {{\"question\": ..., \"context\": ...}} "
                                   "(--input JSONL rows) or --question and --context")
             items.append(item)
-        if not items:
-            raise NlpfitError("nothing to answer: give --question and --context, or --input FILE (JSON Lines)")
         for i, item in enumerate(items):
             if not item["question"].strip() or not item["context"].strip():
                 raise NlpfitError(f"input {i + 1}: empty question or context")
@@ -335,6 +335,8 @@ class QuestionAnswering(Task):
         model, tokenizer, facts = predictor
         device = model.device
         items = self.question_items(inputs, popts)
+        if not items:  # an empty --input file: no answers
+            return
         examples = [{"id": str(i), "context": it["context"]} for i, it in enumerate(items)]
         enc = eval_features({"id": [e["id"] for e in examples], "question": [it["question"] for it in items],
                              "context": [e["context"] for e in examples]},

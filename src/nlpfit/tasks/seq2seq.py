@@ -30,7 +30,7 @@ from nlpfit.config import opt
 from nlpfit.data import load_splits, read_table
 from nlpfit.data.pairs import apply_filters, dedupe, parse_pairs
 from nlpfit.log import info, warn
-from nlpfit.models import SCRATCH, load_model, load_tokenizer, resolve_model, scratch_seq2seq
+from nlpfit.models import SCRATCH, load_config, load_model, load_tokenizer, resolve_model, scratch_seq2seq
 from nlpfit.tasks import base
 from nlpfit.tasks.base import Evaluation, Facts, Task
 from nlpfit.tokenizer_training import train_unigram
@@ -71,6 +71,15 @@ def decode(tokenizer, rows) -> list[str]:
     return [t.strip() for t in tokenizer.batch_decode(clean, skip_special_tokens=True)]
 
 
+def text_value(value, where: str, column: str) -> str:
+    """A text field of a pair: text, or null (an empty text); anything else is an error naming `where`."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    from nlpfit.data import kind_of
+
+    raise NlpfitError(f"{where}: {column} is {kind_of(value)}, not text")
+
+
 # ---- the shared task --------------------------------------------------------------------------------------
 class Seq2Seq(Task):
     """What translation and summarization share; subclasses say how a row becomes (source, target)
@@ -100,11 +109,43 @@ class Seq2Seq(Task):
 
     # ---- 1. data ------------------------------------------------------------------------------
     def read_file(self, path: Path):
-        return read_table(path)
+        columns: list = []
+
+        def check(row: dict, where: str) -> None:
+            if not columns:  # the first row's fields are the table's columns
+                columns.extend(row)
+                self.check_columns(columns, f"--data {path}")
+            self.pair_of(row, where, columns)
+
+        return read_table(path, check=check)
+
+    def check_columns(self, columns: list[str], where: str) -> None:
+        """The columns of a table hold a source and a target (an error naming `where` otherwise)."""
+        raise NotImplementedError
+
+    def pair_of(self, row: dict, where: str, columns: list[str]) -> tuple[str, str]:
+        """(source, target) of one row of a table with `columns` (`check_columns`): an error naming
+        `where` when a value is not text."""
+        raise NotImplementedError
 
     def to_pairs(self, ds, where: str):
         """The split as columns `source` and `target` (strings)."""
-        raise NotImplementedError
+        import datasets
+
+        columns = list(ds.column_names)
+        self.check_columns(columns, where)
+        if len(ds) == 0:
+            return datasets.Dataset.from_dict({"source": [], "target": []})
+
+        def pick(batch, indices):
+            sources, targets = [], []
+            for values, i in zip(zip(*(batch[c] for c in columns)), indices):
+                source, target = self.pair_of(dict(zip(columns, values)), f"{where} example {i + 1}", columns)
+                sources.append(source)
+                targets.append(target)
+            return {"source": sources, "target": targets}
+
+        return ds.map(pick, batched=True, with_indices=True, remove_columns=columns, desc="reading pairs")
 
     def load_data(self, trained=None):
         import datasets
@@ -117,7 +158,11 @@ class Seq2Seq(Task):
         where = f"--data {', '.join(cfg.data)}"
         out = datasets.DatasetDict()
         for split, ds in raw.items():
+            n = len(ds)
             ds = apply_filters(ds, filters, min_words, where)
+            if n and not len(ds):
+                flags = " ".join([*(f"--filter {f}" for f in o.filter), *(f"--min-words {m}" for m in o.min_words)])
+                raise NlpfitError(f"{flags}: no rows of the {split} split are left (of {n} in {where})")
             ds = self.to_pairs(ds, where)
             n = len(ds)
             ds = ds.filter(lambda ex: bool(ex["source"].strip()) and bool(ex["target"].strip()), desc="dropping empty")
@@ -139,7 +184,7 @@ class Seq2Seq(Task):
         return self.opts.max_new_tokens or self.opts.max_target_length
 
     def build(self, raw, facts):
-        from transformers import AutoConfig, AutoModelForSeq2SeqLM
+        from transformers import AutoModelForSeq2SeqLM
 
         o = self.opts
         if self.cfg.model == SCRATCH and not Path(SCRATCH).exists():
@@ -152,10 +197,7 @@ class Seq2Seq(Task):
         else:
             path = resolve_model(self.cfg.model)
             tokenizer = load_tokenizer(path)
-            try:
-                config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-            except (OSError, ValueError) as exc:
-                raise NlpfitError(f"--model {self.cfg.model}: cannot read its config: {exc}") from None
+            config = load_config(path)
             if getattr(config, "is_encoder_decoder", False):
                 model = load_model(AutoModelForSeq2SeqLM, path, "sequence-to-sequence")
             else:
@@ -217,8 +259,8 @@ class Seq2Seq(Task):
     def load_trained(self, out_dir: str):
         from transformers import AutoModelForSeq2SeqLM
 
-        model = load_model(AutoModelForSeq2SeqLM, out_dir, "sequence-to-sequence")
-        tokenizer = load_tokenizer(out_dir)
+        model = load_model(AutoModelForSeq2SeqLM, out_dir, "sequence-to-sequence", option=None)
+        tokenizer = load_tokenizer(out_dir, option=None)
         self.set_language_codes(tokenizer)
         return model, tokenizer
 
@@ -319,9 +361,11 @@ class Seq2Seq(Task):
         if popts.max_new_tokens:
             kwargs["max_new_tokens"] = popts.max_new_tokens
         prefix = self.opts.source_prefix
-        results: list = [None] * len(texts)
+        results: list = ["" if not t.strip() else None for t in texts]  # an empty text: an empty answer
+        todo = [i for i, t in enumerate(texts) if t.strip()]
         with torch.inference_mode():
-            for idx in batches_by_length([len(t) for t in texts], popts.batch_size):
+            for batch in batches_by_length([len(texts[i]) for i in todo], popts.batch_size):
+                idx = [todo[b] for b in batch]
                 enc = tokenizer([prefix + texts[i] for i in idx], max_length=self.opts.max_source_length,
                                 truncation=True, padding=True, return_tensors="pt").to(device)
                 out = model.generate(**enc, **kwargs)

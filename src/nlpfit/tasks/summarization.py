@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from nlpfit import NlpfitError
 from nlpfit.config import opt
-from nlpfit.tasks.seq2seq import Seq2Seq, Seq2SeqOptions
+from nlpfit.tasks.seq2seq import Seq2Seq, Seq2SeqOptions, text_value
 
 
 @dataclass
@@ -36,16 +36,18 @@ class Summarization(Seq2Seq):
 
         return [docstring_corpus()]
 
-    def to_pairs(self, ds, where):
+    def check_columns(self, columns, where):
         o = self.opts
         missing = [(c, f) for c, f in ((o.text_column, "--text-column"), (o.summary_column, "--summary-column"))
-                   if c not in ds.column_names]
+                   if c not in columns]
         if missing:
             raise NlpfitError(f"{where}: no column {missing[0][0]!r} (set {missing[0][1]}); "
-                              f"columns are {', '.join(ds.column_names)}")
-        return ds.map(lambda b: {"source": [str(x or "") for x in b[o.text_column]],
-                                 "target": [str(x or "") for x in b[o.summary_column]]},
-                      batched=True, remove_columns=ds.column_names, desc="reading pairs")
+                              f"columns are {', '.join(columns)}")
+
+    def pair_of(self, row, where, columns):
+        o = self.opts
+        return (text_value(row.get(o.text_column), where, o.text_column),
+                text_value(row.get(o.summary_column), where, o.summary_column))
 
     def score(self, predictions, references):
         from nlpfit.metrics.generation import rouge

@@ -8,7 +8,9 @@
 3. Pad batches dynamically with DataCollatorForTokenClassification.
 4. Score with seqeval (entity-level precision/recall/F1 per type) on words: evaluation labels
    only the first sub-token of every word, so scores do not depend on the tokenizer.
-5. Predict with the token-classification pipeline, batching texts sorted by length.
+5. Predict with the token-classification pipeline's post-processing, batching texts sorted by
+   length; a text longer than the model's window is cut into overlapping windows, each token
+   predicted in the window where it is most central, so the whole text is tagged.
 """
 
 from __future__ import annotations
@@ -107,7 +109,22 @@ class TokenClassification(Task):
         return MINILM
 
     def read_file(self, path: Path):
-        return read_table(path) if path.suffix.lower() in TABLE_SUFFIXES else read_conll(path)
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            return read_conll(path)
+        o = self.opts
+        columns: dict = {}
+
+        def check(row: dict, where: str) -> None:
+            """Words and tags of one row: lists (or a JSON list / space-separated text), equally long."""
+            if not columns:  # the first row: which columns hold the words and the tags
+                columns["tags"] = self._tag_column(list(row), f"--data {path}")
+                require_columns(list(row), [o.tokens_column], f"--data {path}", "--tokens-column")
+            words = _as_list(row.get(o.tokens_column), where, o.tokens_column)
+            tags = _as_list(row.get(columns["tags"]), where, columns["tags"])
+            if len(words) != len(tags):
+                raise NlpfitError(f"{where}: {len(words)} tokens but {len(tags)} tags")
+
+        return read_table(path, check=check)
 
     def load_data(self, trained: Facts | None = None):
         import datasets
@@ -116,27 +133,33 @@ class TokenClassification(Task):
         raw = load_splits(cfg.data, self.read_file, config=cfg.data_config, validation=cfg.validation_split,
                           test=cfg.test_split, seed=cfg.split_seed)
         first = next(iter(raw.values()))
-        tag_col = self._tag_column(first)
-        require_columns(first, [o.tokens_column], f"--data {', '.join(cfg.data)}", "--tokens-column")
+        tag_col = self._tag_column(first.column_names)
+        require_columns(first.column_names, [o.tokens_column], f"--data {', '.join(cfg.data)}", "--tokens-column")
         feature = first.features[tag_col]
         names_from_features = getattr(getattr(feature, "feature", None), "names", None)
 
-        def to_names(batch):
+        def to_names(batch, indices, split):
             tokens, tags = [], []
-            for words, t in zip(batch[o.tokens_column], batch[tag_col]):
-                words, t = _as_list(words), _as_list(t)
+            for words, t, i in zip(batch[o.tokens_column], batch[tag_col], indices):
+                where = f"--data: {split} example {i + 1}"
+                words, t = _as_list(words, where, o.tokens_column), _as_list(t, where, tag_col)
                 if names_from_features is not None:
-                    t = [names_from_features[i] for i in t]
+                    bad = [x for x in t if not isinstance(x, int) or not 0 <= x < len(names_from_features)]
+                    if bad:
+                        raise NlpfitError(f"{where}: tag {bad[0]!r} is not one of the {len(names_from_features)} "
+                                          f"label ids of {tag_col}")
+                    t = [names_from_features[x] for x in t]
                 tokens.append([str(w) for w in words])
                 tags.append([str(x) for x in t])
             return {"tokens": tokens, "tags": tags}
 
         out = datasets.DatasetDict()
         for split, ds in raw.items():
-            ds = ds.map(to_names, batched=True, remove_columns=ds.column_names, desc=f"reading {split}")
+            ds = ds.map(to_names, batched=True, with_indices=True, fn_kwargs={"split": split},
+                        remove_columns=ds.column_names, desc=f"reading {split}")
             for i, (words, tags) in enumerate(zip(ds["tokens"], ds["tags"])):
                 if len(words) != len(tags):
-                    raise NlpfitError(f"--data: {split} example {i} has {len(words)} tokens but {len(tags)} tags")
+                    raise NlpfitError(f"--data: {split} example {i + 1} has {len(words)} tokens but {len(tags)} tags")
             out[split] = ds.filter(lambda ex: len(ex["tokens"]) > 0)
         if "train" not in out and trained is None:
             raise NlpfitError(f"--data {', '.join(cfg.data)}: no train split")
@@ -160,19 +183,19 @@ class TokenClassification(Task):
 
     def trained_facts(self, out_dir: str) -> Facts:
         """The label names of a trained model, in id order, from its config."""
-        from transformers import AutoConfig
+        from nlpfit.models import load_config
 
-        id2label = AutoConfig.from_pretrained(out_dir, trust_remote_code=False).id2label
+        id2label = load_config(out_dir, option=None).id2label
         labels = tuple(id2label[i] for i in range(len(id2label)))
         return Facts(labels=labels, is_bio=all(BIO.match(n) for n in labels))
 
-    def _tag_column(self, ds) -> str:
+    def _tag_column(self, columns: list[str], where: str = "--data") -> str:
         col = self.opts.label_column
-        if col in ds.column_names:
+        if col in columns:
             return col
-        if "tags" in ds.column_names:  # a CoNLL file with one tag column
+        if "tags" in columns:  # a CoNLL file with one tag column
             return "tags"
-        raise NlpfitError(f"--label-column {col}: no such column in --data (columns: {', '.join(ds.column_names)})")
+        raise NlpfitError(f"--label-column {col}: no such column in {where} (columns: {', '.join(columns)})")
 
     # ---- 2. model and features --------------------------------------------------------------
     def build(self, raw, facts):
@@ -191,7 +214,8 @@ class TokenClassification(Task):
     def load_trained(self, out_dir: str):
         from transformers import AutoModelForTokenClassification
 
-        return load_model(AutoModelForTokenClassification, out_dir, "token-classification"), load_tokenizer(out_dir)
+        return (load_model(AutoModelForTokenClassification, out_dir, "token-classification", option=None),
+                load_tokenizer(out_dir, option=None))
 
     def max_length(self, tokenizer) -> int:
         limit = min(tokenizer.model_max_length or 512, 512)
@@ -282,9 +306,10 @@ class TokenClassification(Task):
         return [" ".join(words) for words in raw["tokens"][:n]]
 
     def check_inputs(self, out_dir, inputs, popts):
-        for item in inputs:
+        for n, item in enumerate(inputs, 1):
             if not isinstance(item, str):
-                raise NlpfitError("token classification predicts on texts: give strings or JSON Lines with a text field")
+                raise NlpfitError(f"input {n}: token classification predicts on texts, not {_kind(item)}: give "
+                                  "strings or JSON Lines with a text field")
 
     def load_predictor(self, out_dir):
         return load_pipeline(out_dir)
@@ -294,7 +319,8 @@ class TokenClassification(Task):
 
         Texts are tokenized in one call, sorted by length and run in padded batches under inference
         mode; each text's logits then go through the token-classification pipeline's own
-        post-processing (scores, aggregation, offsets), so entities are exactly the pipeline's.
+        post-processing (scores, aggregation, offsets), so entities are exactly the pipeline's.  A
+        text longer than the model's window is tagged in overlapping windows (`batched_logits`).
         """
         self.check_inputs(None, inputs, popts)
         _, _, post = pipe._sanitize_parameters(aggregation_strategy=popts.aggregation)
@@ -314,17 +340,95 @@ class TokenClassification(Task):
 
 
 def load_pipeline(out_dir: str):
-    from transformers import pipeline
+    """The token-classification pipeline of a trained model folder, its model and tokenizer loaded
+    (and checked) by `models.load_model` / `load_tokenizer`."""
+    from transformers import AutoModelForTokenClassification, pipeline
 
     from nlpfit.inference import inference_device
 
-    return pipeline("token-classification", model=out_dir, device=inference_device(), trust_remote_code=False)
+    model = load_model(AutoModelForTokenClassification, out_dir, "token-classification", option=None)
+    return pipeline("token-classification", model=model, tokenizer=load_tokenizer(out_dir, option=None),
+                    device=inference_device(), trust_remote_code=False)
+
+
+def window_length(model, tokenizer) -> int:
+    """Tokens per prediction window: the tokenizer's maximum, at most what the model's position
+    embeddings hold (512 when neither says)."""
+    limits = [int(tokenizer.model_max_length)] if 0 < (tokenizer.model_max_length or 0) < 1_000_000 else []
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions:
+        # RoBERTa-style models reserve padding_idx + 1 positions
+        offset = (getattr(model.config, "pad_token_id", 0) or 0) + 1 if model.config.model_type in (
+            "roberta", "xlm-roberta", "camembert", "longformer") else 0
+        limits.append(int(positions) - offset)
+    return min(limits) if limits else 512
+
+
+def window_stride(tokenizer, max_length: int) -> int:
+    """Tokens that consecutive windows of a long text share: a quarter of the window, so that every
+    token is predicted in a window where it has context on both sides (`merge_windows`)."""
+    content = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    return max(0, min(max_length // 4, content - 1))
+
+
+def window_starts(offsets: list[list], lengths: list[int]) -> list[int]:
+    """Where each window's content tokens start in the text's whole token sequence: a window starts
+    where its first token's offsets appear in the previous window (consecutive windows overlap), or
+    right after the previous window when they do not overlap."""
+    starts = [0]
+    for j in range(1, len(offsets)):
+        prev, first = offsets[j - 1], tuple(offsets[j][0])
+        hit = next((p for p in range(len(prev) - 1, 0, -1) if tuple(prev[p]) == first), None)
+        starts.append(starts[-1] + (hit if hit is not None else lengths[j - 1]))
+    return starts
+
+
+def merge_windows(starts: list[int], lengths: list[int]) -> list[tuple[int, int]]:
+    """For each token of the whole sequence, (window, position in that window) of the window where the
+    token is most central: farthest from that window's edges (the earlier window on ties)."""
+    total = max(s + n for s, n in zip(starts, lengths))
+    best: list[tuple[int, int]] = []
+    for i in range(total):
+        choices = [(min(i - s, s + n - 1 - i), -j, j, i - s) for j, (s, n) in enumerate(zip(starts, lengths))
+                   if s <= i < s + n]
+        _, _, j, k = max(choices)
+        best.append((j, k))
+    return best
+
+
+def _merged(windows: list[dict]) -> dict:
+    """One text's model outputs from its windows (`logits` [n, labels], `input_ids`, `offset_mapping`,
+    `special_tokens_mask` each): the first window's leading special tokens, every content token's
+    logits from the window where it is most central, the last window's trailing special tokens."""
+    import torch
+
+    content = []
+    for w in windows:
+        keep = [k for k, s in enumerate(w["special_tokens_mask"]) if not s]
+        content.append(keep)
+    lengths = [len(k) for k in content]
+    starts = window_starts([[w["offset_mapping"][k] for k in keep] for w, keep in zip(windows, content)], lengths)
+    head = [k for k in range(content[0][0] if content[0] else len(windows[0]["input_ids"]))]
+    tail_from = content[-1][-1] + 1 if content[-1] else len(windows[-1]["input_ids"])
+    tail = list(range(tail_from, len(windows[-1]["input_ids"])))
+    rows = [(0, k) for k in head] + [(j, content[j][k]) for j, k in merge_windows(starts, lengths)] \
+        + [(len(windows) - 1, k) for k in tail]
+    return {"logits": torch.stack([windows[j]["logits"][k] for j, k in rows]),
+            "input_ids": [windows[j]["input_ids"][k] for j, k in rows],
+            "offset_mapping": [windows[j]["offset_mapping"][k] for j, k in rows],
+            "special_tokens_mask": [windows[j]["special_tokens_mask"][k] for j, k in rows]}
 
 
 def batched_logits(model, tokenizer, texts: list[str], batch_size: int, bf16: bool = False,
-                   quiet_label: int | None = None):
+                   quiet_label: int | None = None, max_length: int | None = None, stride: int | None = None):
     """Per text, the model outputs the token-classification pipeline post-processes, computed in
-    batches of texts of similar length (longest first) under inference mode; yielded in input order.
+    batches of similar length (longest first) under inference mode; yielded in input order.
+
+    A text longer than the model's window (`max_length`, default `window_length`) is cut into
+    windows that overlap by `stride` tokens (`window_stride`), as question answering cuts long
+    contexts; each token keeps the logits of the window where it is most central (`merge_windows`),
+    so the whole text is tagged and offsets stay those of the original text.  A text that fits in
+    one window gets exactly the outputs it would get alone.
 
     With `quiet_label` (the id of "O"), a text whose every token scores that label strictly highest
     is marked `quiet`: every aggregation strategy then yields only "O" entities, which the pipeline
@@ -334,29 +438,44 @@ def batched_logits(model, tokenizer, texts: list[str], batch_size: int, bf16: bo
 
     from nlpfit.inference import batches_by_length
 
-    enc = tokenizer(texts, truncation=True, return_special_tokens_mask=True, return_offsets_mapping=True)
+    if not texts:
+        return
+    max_length = max_length or window_length(model, tokenizer)
+    stride = window_stride(tokenizer, max_length) if stride is None else stride
+    enc = tokenizer(texts, truncation=True, max_length=max_length, stride=stride, return_overflowing_tokens=True,
+                    return_special_tokens_mask=True, return_offsets_mapping=True)
     names = [k for k in tokenizer.model_input_names if k in enc]
-    results: dict[int, dict] = {}
+    owner = list(enc["overflow_to_sample_mapping"])
+    windows_of: dict[int, list[int]] = {}
+    for w, t in enumerate(owner):
+        windows_of.setdefault(t, []).append(w)
+    done: dict[int, dict] = {}
     device = model.device
     next_out = 0
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for idx in batches_by_length([len(ids) for ids in enc["input_ids"]], batch_size):
             batch = tokenizer.pad({k: [enc[k][i] for i in idx] for k in names}, return_tensors="pt")
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
-            if quiet_label is not None:
-                others = torch.cat([logits[..., :quiet_label], logits[..., quiet_label + 1:]], dim=-1)
-                wins = logits[..., quiet_label] > others.amax(dim=-1)
-            for row, i in enumerate(idx):
-                n = len(enc["input_ids"][i])
+            for row, w in enumerate(idx):
+                n = len(enc["input_ids"][w])
                 rows = slice(-n, None) if tokenizer.padding_side == "left" else slice(0, n)
-                special = torch.tensor([enc["special_tokens_mask"][i]])
+                done[w] = {"logits": logits[row, rows], "input_ids": enc["input_ids"][w],
+                           "offset_mapping": enc["offset_mapping"][w],
+                           "special_tokens_mask": enc["special_tokens_mask"][w]}
+            # stream out the texts whose windows are all done, in input order
+            while next_out < len(texts) and all(w in done for w in windows_of[next_out]):
+                parts = [done.pop(w) for w in windows_of[next_out]]
+                out = parts[0] if len(parts) == 1 else _merged(parts)
+                special = torch.tensor([out["special_tokens_mask"]])
+                quiet = False
+                if quiet_label is not None:
+                    scores = out["logits"]
+                    others = torch.cat([scores[..., :quiet_label], scores[..., quiet_label + 1:]], dim=-1)
+                    quiet = bool(((scores[..., quiet_label] > others.amax(dim=-1)) | special[0].bool()).all())
                 # plain lists where the pipeline loops over tokens (iterating tensors costs more than the model)
-                results[i] = {"logits": logits[row:row + 1, rows], "input_ids": [enc["input_ids"][i]],
-                              "offset_mapping": [enc["offset_mapping"][i]], "special_tokens_mask": special,
-                              "sentence": texts[i], "is_last": True,
-                              "quiet": quiet_label is not None and bool((wins[row, rows] | special[0].bool()).all())}
-            while next_out in results:  # stream out what is ready, in input order
-                yield results.pop(next_out)
+                yield {"logits": out["logits"][None], "input_ids": [out["input_ids"]],
+                       "offset_mapping": [out["offset_mapping"]], "special_tokens_mask": special,
+                       "sentence": texts[next_out], "is_last": True, "quiet": quiet}
                 next_out += 1
 
 
@@ -366,16 +485,39 @@ def _entity(e: dict) -> dict:
     return out
 
 
-def _as_list(value) -> list:
-    """Tokens or tags as a list: lists pass; strings hold a JSON list or space-separated items."""
+def _as_list(value, where: str = "--data", column: str = "tokens") -> list:
+    """Tokens or tags as a list: lists pass; strings hold a JSON (or Python) list or space-separated
+    items.  Anything else, or items that are not words or tags, is an error naming `where`."""
+    items = value
     if isinstance(value, str):
         s = value.strip()
         if s.startswith("["):
             try:
-                return list(json.loads(s))
-            except json.JSONDecodeError:
+                items = json.loads(s)
+            except (json.JSONDecodeError, RecursionError):
                 import ast
 
-                return list(ast.literal_eval(s))
-        return s.split()
-    return list(value)
+                try:
+                    items = ast.literal_eval(s)
+                except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                    raise NlpfitError(f"{where}: {column} is not a valid list ({_short(s)})") from None
+        else:
+            return s.split()
+    if not isinstance(items, (list, tuple)):
+        if value is None:
+            raise NlpfitError(f"{where}: {column} is missing (null); expected a list")
+        raise NlpfitError(f"{where}: {column} is {_kind(items)}, expected a list ({_short(str(value))})")
+    for item in items:
+        if item is None or isinstance(item, (list, tuple, dict, bool)) or not isinstance(item, (str, int, float)):
+            raise NlpfitError(f"{where}: {column} holds {_kind(item)}, expected words or tags ({_short(str(value))})")
+    return list(items)
+
+
+def _kind(value) -> str:
+    from nlpfit.data import kind_of
+
+    return kind_of(value)
+
+
+def _short(text: str, n: int = 40) -> str:
+    return repr(text if len(text) <= n else text[:n] + "…")

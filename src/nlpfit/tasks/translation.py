@@ -15,10 +15,10 @@ from pathlib import Path
 
 from nlpfit import NlpfitError
 from nlpfit.config import opt
-from nlpfit.data import read_table
+from nlpfit.data import kind_of
 from nlpfit.data.gettext import GETTEXT_SUFFIXES
 from nlpfit.log import warn
-from nlpfit.tasks.seq2seq import Seq2Seq, Seq2SeqOptions
+from nlpfit.tasks.seq2seq import Seq2Seq, Seq2SeqOptions, text_value
 
 
 @dataclass
@@ -62,32 +62,27 @@ class Translation(Seq2Seq):
 
             o = self.opts
             return datasets.Dataset.from_list(catalog_rows(path, o.source_lang, o.target_lang, o.accelerators))
-        return read_table(path)
+        return super().read_file(path)
 
-    def to_pairs(self, ds, where):
+    def check_columns(self, columns, where):
+        o = self.opts
+        if o.translation_column in columns or (o.source_lang in columns and o.target_lang in columns):
+            return
+        raise NlpfitError(f"{where}: no {o.translation_column!r} column and no columns {o.source_lang!r} and "
+                          f"{o.target_lang!r} (columns: {', '.join(columns)}); set --translation-column or "
+                          "--source-lang/--target-lang")
+
+    def pair_of(self, row, where, columns):
         o = self.opts
         src, tgt = o.source_lang, o.target_lang
-        if o.translation_column in ds.column_names:
-            col = o.translation_column
-
-            def pick(batch):
-                sources, targets = [], []
-                for pair in batch[col]:
-                    if not isinstance(pair, dict) or src not in pair or tgt not in pair:
-                        keys = ", ".join(pair) if isinstance(pair, dict) else type(pair).__name__
-                        raise NlpfitError(f"{where}: the {col} column has no {src}/{tgt} pair (it has {keys}); "
-                                          "set --source-lang/--target-lang (and --data-config for hub data)")
-                    sources.append(str(pair[src] or ""))
-                    targets.append(str(pair[tgt] or ""))
-                return {"source": sources, "target": targets}
-
-            return ds.map(pick, batched=True, remove_columns=ds.column_names, desc="reading pairs")
-        if src in ds.column_names and tgt in ds.column_names:
-            return ds.map(lambda b: {"source": [str(x or "") for x in b[src]], "target": [str(x or "") for x in b[tgt]]},
-                          batched=True, remove_columns=ds.column_names, desc="reading pairs")
-        raise NlpfitError(f"{where}: no {o.translation_column!r} column and no columns {src!r} and {tgt!r} "
-                          f"(columns: {', '.join(ds.column_names)}); set --translation-column or "
-                          "--source-lang/--target-lang")
+        if o.translation_column in columns:
+            col, pair = o.translation_column, row.get(o.translation_column)
+            if not isinstance(pair, dict) or src not in pair or tgt not in pair:
+                keys = ", ".join(pair) if isinstance(pair, dict) else kind_of(pair)
+                raise NlpfitError(f"{where}: the {col} column has no {src}/{tgt} pair (it has {keys}); "
+                                  "set --source-lang/--target-lang (and --data-config for hub data)")
+            return text_value(pair[src], where, f"{col}.{src}"), text_value(pair[tgt], where, f"{col}.{tgt}")
+        return text_value(row.get(src), where, src), text_value(row.get(tgt), where, tgt)
 
     def set_language_codes(self, tokenizer):
         o = self.opts
