@@ -37,7 +37,7 @@ class Options:
     label_column: str = opt("ner_tags", "Column of tags: ner_tags, pos_tags, chunk_tags or any other.")
     tokens_column: str = opt("tokens", "Column of words (JSON Lines/CSV/Parquet/hub data).")
     label_all_subtokens: bool = opt(True, "Label every sub-token of a word (B-X -> I-X); off: first sub-token only.")
-    max_length: int = opt(0, "Truncate sentences to this many tokens (0: the model's maximum, at most 512).")
+    max_length: int = opt(0, "Truncate sentences to this many tokens (0: the model's maximum, at most 512).", min=0)
 
 
 @dataclass
@@ -94,6 +94,9 @@ class TokenClassification(Task):
     defaults = {"lr": 2e-4, "warmup_ratio": 0.0, "epochs": 3.0, "batch_size": 16}
     main_metric = "f1"
     greater_is_better = True
+    # around the measured default: the small encoder's new head wants a larger learning rate
+    search_space = {"lr": "5e-5:1e-3:log", "batch_size": "8,16,32", "warmup_ratio": "0:0.2", "weight_decay": "0:0.1",
+                    "epochs": "2,3,4"}
 
     # ---- 1. data ----------------------------------------------------------------------------
     def default_data(self) -> list[str]:
