@@ -163,3 +163,91 @@ def torchrun_then_evaluate(args: list, out: Path, port: int) -> tuple[dict, dict
                          env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
     return metrics, json.loads(one.stdout)
+
+
+# ---- one tiny trained model folder per task kind ------------------------------------------------------
+def _qa_rows(n: int, seed: int) -> list[dict]:
+    """Contexts of filler sentences around "The code is X Y."; the question asks for it."""
+    filler = "the value of each name is bound in the local namespace of the function".split()
+    codes = ["red fox", "blue whale", "green tea", "black cat"]
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        sentences = [" ".join(rng.choice(filler) for _ in range(8)).capitalize() + "." for _ in range(3)]
+        answer = rng.choice(codes)
+        sentences.insert(rng.randrange(4), f"The code is {answer}.")
+        context = " ".join(sentences)
+        rows.append({"id": f"q{seed}-{i}", "context": context, "question": "What is the code?",
+                     "answers": {"text": [answer], "answer_start": [context.find(answer, context.find("The code is"))]}})
+    return rows
+
+
+def _jsonl(path: Path, rows) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+TINY_TASKS = ("ner", "mlm", "translation", "summarization", "clm", "qa")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, tiny_bert):
+    """`tiny_models("qa")`: the folder of a tiny model of that task, trained a few steps once per session
+    (data written here; the seq2seq and clm models are built from scratch)."""
+    import sysconfig
+
+    from nlpfit.cli import main
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    made: dict[str, Path] = {}
+
+    def data_for(task: str) -> list:
+        folder = root / f"data-{task}"
+        folder.mkdir()
+        if task == "ner":
+            write_conll(folder / "train.conll", make_ner_sentences(60, seed=1))
+            write_conll(folder / "dev.conll", make_ner_sentences(12, seed=2))
+            return ["--data", folder, "--model", tiny_bert]
+        if task == "mlm":
+            (folder / "train.txt").write_text("\n".join(corpus_text()[:300]), encoding="utf-8")
+            return ["--data", folder / "train.txt", "--model", tiny_bert, "--chunk-size", 32]
+        if task == "translation":
+            words = [("red", "rouge"), ("cat", "chat"), ("dog", "chien"), ("house", "maison"), ("big", "grand")]
+            rows = [{"translation": {"en": f"the {a} {b} is here .", "fr": f"le {fb} {fa} est ici ."}}
+                    for a, fa in words for b, fb in words if a != b]
+            _jsonl(folder / "train.jsonl", rows)
+            return ["--data", folder / "train.jsonl", "--scratch-dim", 32, "--scratch-layers", 1, "--vocab-size", 120,
+                    "--max-new-tokens", 6]
+        if task == "summarization":
+            rows = [{"text": f"{s} It was seen on day {i}. Nothing else happened.", "summary": s}
+                    for i, s in enumerate(" ".join(w for w, _ in sent) for sent in make_ner_sentences(40, seed=3))]
+            _jsonl(folder / "train.jsonl", rows)
+            return ["--data", folder / "train.jsonl", "--scratch-dim", 32, "--scratch-layers", 1, "--vocab-size", 150,
+                    "--max-new-tokens", 6]
+        if task == "clm":
+            stdlib = Path(sysconfig.get_paths()["stdlib"])
+            for p in sorted((stdlib / "json").glob("*.py"))[:6]:
+                (folder / p.name).write_text(p.read_text(encoding="utf-8"), encoding="utf-8")
+            return ["--data", folder, "--filter-keywords", "", "--vocab-size", 300, "--n-layer", 1, "--n-embd", 32,
+                    "--n-head", 2, "--context-length", 32, "--validation-split", 0.3]
+        if task == "qa":
+            _jsonl(folder / "train.jsonl", _qa_rows(40, 1))
+            _jsonl(folder / "validation.jsonl", _qa_rows(8, 2))
+            return ["--data", folder, "--model", tiny_bert, "--max-length", 64, "--stride", 24]
+        raise KeyError(task)
+
+    def get(task: str) -> Path:
+        if task not in made:
+            out = root / task
+            args = ["train", task, *data_for(task), "--output", out, "--max-steps", 2, "--batch-size", 8,
+                    "--eval-batch-size", 16]
+            try:
+                main([str(a) for a in args])
+            except SystemExit as exc:
+                assert not exc.code, f"training the tiny {task} model failed"
+            made[task] = out
+        return made[task]
+
+    return get

@@ -318,6 +318,15 @@ def serve(model_dir, host, port, max_wait_ms, max_batch_inputs, **task_options):
               max_batch_inputs=max_batch_inputs)
 
 
+@cli.command()
+@click.argument("model_dir")
+def report(model_dir):
+    """Write MODEL_DIR/report.html: one self-contained page of the run (curves, metrics, samples, configuration)."""
+    from nlpfit.report.html import write_report
+
+    click.echo(write_report(model_dir))
+
+
 @cli.command("tasks")
 def list_tasks():
     """List the tasks nlpfit trains."""

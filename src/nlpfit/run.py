@@ -112,6 +112,7 @@ def train(cfg: RunConfig, *, where: Where = FLAGS, on_evaluate=None) -> dict:
     from nlpfit.engines import get_engine
     from nlpfit.engines.loop import cpu_distributed, evaluate as run_eval, seed_everything
     from nlpfit.report.card import model_card
+    from nlpfit.report.html import write_report
     from nlpfit.tasks import make_task
 
     state = PartialState(cpu=cpu_distributed())
@@ -152,12 +153,33 @@ def train(cfg: RunConfig, *, where: Where = FLAGS, on_evaluate=None) -> dict:
         (out.staging / "README.md").write_text(model_card(task, cfg, metrics, task_data, custom_pipeline=custom),
                                                encoding="utf-8")
         task.extra_artifacts(out.staging, predictions)
+        write_examples(task, raw, out.staging)
+        write_report(out.staging)
         out.commit()
         info(f"saved {cfg.out}")
     state.wait_for_everyone()
     if cfg.push_to_hub and state.is_main_process:
         push(cfg)
     return {"metrics": metrics, "task": task, "config": cfg}
+
+
+EXAMPLES = 8  # inputs kept in OUT/examples.json
+SAMPLES = 4  # of which predicted into OUT/samples.json
+
+
+def write_examples(task, raw, folder: Path) -> None:
+    """OUT/examples.json: inputs made from held-out examples (the playground's examples); OUT/samples.json:
+    what the saved model predicts for the first few ({"input", "output"}: the run report's samples)."""
+    split = next((s for s in ("validation", "test") if s in raw), None)
+    if split is None or not hasattr(raw[split], "select"):
+        return
+    examples = task.example_inputs(raw[split], EXAMPLES)
+    if not examples:
+        return
+    save_json(folder / "examples.json", examples)
+    popts = predict_options(task, {})
+    rows = list(task.predict_with(task.load_predictor(str(folder)), examples[:SAMPLES], popts))
+    save_json(folder / "samples.json", [{"input": x, "output": row} for x, row in zip(examples, rows)])
 
 
 def dump_config(cfg: RunConfig) -> str:

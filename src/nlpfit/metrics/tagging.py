@@ -28,3 +28,19 @@ def score_tags(y_true: list[list[str]], y_pred: list[list[str]], is_bio: bool) -
     return {"precision": float(mp), "recall": float(mr), "f1": float(mf), "accuracy": float(acc),
             "per_type": {n: {"precision": float(a), "recall": float(b), "f1": float(c), "support": int(d)}
                          for n, a, b, c, d in zip(names, p, r, f, s)}}
+
+
+def entity_type(tag: str) -> str:
+    """B-PER / I-PER -> PER; O and plain tags stay as they are."""
+    return tag[2:] if len(tag) > 2 and tag[1] == "-" and tag[0] in "BIES" else tag
+
+
+def type_confusion(y_true: list[list[str]], y_pred: list[list[str]]) -> dict:
+    """{"labels": types, "matrix": counts[gold][predicted]} over words, by entity type (B-/I- merged)."""
+    pairs = [(entity_type(t), entity_type(p)) for ts, ps in zip(y_true, y_pred) for t, p in zip(ts, ps)]
+    labels = sorted({x for pair in pairs for x in pair}, key=lambda t: (t != "O", t))
+    index = {t: i for i, t in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for t, p in pairs:
+        matrix[index[t]][index[p]] += 1
+    return {"labels": labels, "matrix": matrix}

@@ -16,7 +16,6 @@ same classes are imported from nlpfit and built directly, and every load passes
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from nlpfit import NlpfitError
@@ -31,19 +30,12 @@ OWN_PIPELINES = {
 
 
 def pipeline_name(out_dir: str) -> str:
-    """The transformers pipeline name of a model folder, from run.json (or the model card's tag)."""
-    path = Path(out_dir)
-    if not path.is_dir():
-        raise NlpfitError(f"{out_dir}: no such model folder")
-    run = path / "run.json"
-    if not run.is_file():
-        raise NlpfitError(f"{out_dir}: not an nlpfit model folder (no run.json)")
-    try:
-        name = json.loads(run.read_text(encoding="utf-8")).get("pipeline")
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        raise NlpfitError(f"{run}: not a valid run.json") from None
+    """The transformers pipeline name of a model folder, from its run.json."""
+    from nlpfit.run import load_run
+
+    name = load_run(out_dir)[1].get("pipeline")
     if not isinstance(name, str) or not name:
-        raise NlpfitError(f"{run}: names no pipeline")
+        raise NlpfitError(f"{Path(out_dir) / 'run.json'}: names no pipeline")
     return name
 
 

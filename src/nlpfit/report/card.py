@@ -47,10 +47,17 @@ def model_card(task, cfg, metrics: dict, task_data: dict, custom_pipeline: bool 
     table = task.metrics_table(metrics.get("test") or metrics.get("eval") or {})
     if table:
         lines += ["", "```", table, "```"]
-    lines += ["", "## Use", "", "```python", "from transformers import pipeline", "",
-              f'pipe = pipeline("{task.pipeline}", model="{name}"'
-              + (", trust_remote_code=True)  # the pipeline ships in this folder" if custom_pipeline else ")"),
-              "```", "",
-              f"or `nlpfit predict {name} ...`; `run.json` holds the full configuration and `metrics.json` "
+    call = {"question-answering": 'pipe(question="...", context="...")'}.get(task.pipeline, 'pipe("...")')
+    lines += ["", "## Use", "", "```python", "import nlpfit", "", f'pipe = nlpfit.pipeline("{name}")', call, "```", "",
+              "`nlpfit.pipeline` builds a transformers Pipeline with nothing but installed code "
+              "(`trust_remote_code=False`)."]
+    if custom_pipeline:
+        lines += ["With transformers alone, the pipeline class shipped in this folder can be loaded, which runs "
+                  "that file's code:", "", "```python", "from transformers import pipeline", "",
+                  f'pipe = pipeline("{task.pipeline}", model="{name}", trust_remote_code=True)', "```"]
+    else:
+        lines += ["With transformers alone:", "", "```python", "from transformers import pipeline", "",
+                  f'pipe = pipeline("{task.pipeline}", model="{name}")', "```"]
+    lines += ["", f"or `nlpfit predict {name} ...`; `run.json` holds the full configuration and `metrics.json` "
               "the metrics per epoch.", ""]
     return "\n".join(lines)

@@ -180,6 +180,11 @@ class Task:
         """One result per input with a loaded predictor (`nlpfit serve` loads it once for all requests)."""
         raise NotImplementedError
 
+    def example_inputs(self, raw, n: int) -> list:
+        """Up to `n` inputs for prediction made from a split of raw examples, as `nlpfit predict --input`
+        reads them (saved as OUT/examples.json: the playground's examples, the report's samples)."""
+        return []
+
     def check_inputs(self, out_dir: str, inputs: list, popts) -> None:
         """Reject bad inputs or options before a model is loaded (raise NlpfitError); `predict_with`
         checks them again, for callers that keep a predictor."""

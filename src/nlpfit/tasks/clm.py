@@ -506,6 +506,17 @@ class CausalLM(Task):
         return Evaluation({"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": int(n)})
 
     # ---- 5. prediction --------------------------------------------------------------------------
+    def example_inputs(self, raw, n):
+        """Prompts: the first lines of held-out files (up to 3 lines, 200 characters)."""
+        prompts = []
+        for row in raw.select(range(min(len(raw), 4 * n))):
+            lines = [line for line in row["content"].splitlines() if line.strip()][:3]
+            if lines:
+                prompts.append("\n".join(lines)[:200] + "\n")
+            if len(prompts) == n:
+                break
+        return prompts
+
     def check_inputs(self, out_dir, inputs, popts):
         if popts.num_return_sequences > 1 and popts.temperature <= 0:
             raise NlpfitError("--num-return-sequences > 1 needs sampling: set --temperature (e.g. 0.8)")

@@ -315,6 +315,18 @@ class MaskedLM(Task):
         return Evaluation({"loss": loss, "perplexity": perplexity(loss), "masked_tokens": n})
 
     # ---- 4. prediction ------------------------------------------------------------------------
+    def example_inputs(self, raw, n):
+        """Evaluation texts cut to at most 40 words, with the middle word written as [MASK]."""
+        out = []
+        for text in raw["text"]:
+            words = text.split()[:40]
+            if len(words) >= 4:
+                words[len(words) // 2] = "[MASK]"
+                out.append(" ".join(words))
+            if len(out) == n:
+                break
+        return out
+
     def check_inputs(self, out_dir, inputs, popts):
         masked_texts(inputs, load_tokenizer(out_dir), popts.top_k)
 

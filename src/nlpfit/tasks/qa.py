@@ -300,6 +300,9 @@ class QuestionAnswering(Task):
                 json.dumps(predictions, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
     # ---- 4. prediction ----------------------------------------------------------------------
+    def example_inputs(self, raw, n):
+        return [{"question": q, "context": c} for q, c in zip(raw["question"][:n], raw["context"][:n])]
+
     def check_inputs(self, out_dir, inputs, popts):
         self.question_items(inputs, popts)
 

@@ -309,6 +309,9 @@ class Seq2Seq(Task):
         shutil.copyfile(seq2seq_pipeline.__file__, Path(folder) / PIPELINE_FILE)
 
     # ---- 4. prediction ----------------------------------------------------------------------------
+    def example_inputs(self, raw, n):
+        return list(raw["source"][:n])
+
     def check_inputs(self, out_dir, inputs, popts):
         for i, x in enumerate(inputs):
             self.input_text(x, i)

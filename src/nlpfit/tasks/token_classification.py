@@ -23,7 +23,7 @@ from nlpfit.config import opt
 from nlpfit.data import load_splits, read_table, require_columns
 from nlpfit.data.conll import read_conll
 from nlpfit.log import info, warn
-from nlpfit.metrics.tagging import score_tags
+from nlpfit.metrics.tagging import score_tags, type_confusion
 from nlpfit.models import MINILM, load_model, load_tokenizer, resolve_model
 from nlpfit.tasks import base
 from nlpfit.tasks.base import Evaluation, Task
@@ -258,7 +258,7 @@ class TokenClassification(Task):
         n_tok = float(np.sum(outputs["n_tokens"]))
         metrics = {"loss": float(np.sum(outputs["loss_sum"]) / max(n_tok, 1.0))}
         metrics.update(score_tags(y_true, y_pred, facts.is_bio))
-        return Evaluation(metrics)
+        return Evaluation(metrics, {"true": y_true, "pred": y_pred})
 
     def metrics_table(self, metrics):
         rows = metrics.get("per_type", {})
@@ -273,7 +273,17 @@ class TokenClassification(Task):
         lines.append(f"accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}")
         return "\n".join(lines)
 
+    def extra_artifacts(self, folder, predictions) -> None:
+        """OUT/confusion.json: words of each gold type (rows) by predicted type (columns), "O" included,
+        from the last evaluation (test split when there is one)."""
+        if predictions:
+            confusion = type_confusion(predictions["true"], predictions["pred"])
+            (Path(folder) / "confusion.json").write_text(json.dumps(confusion) + "\n", encoding="utf-8")
+
     # ---- 4. prediction ----------------------------------------------------------------------
+    def example_inputs(self, raw, n):
+        return [" ".join(words) for words in raw["tokens"][:n]]
+
     def check_inputs(self, out_dir, inputs, popts):
         for item in inputs:
             if not isinstance(item, str):
