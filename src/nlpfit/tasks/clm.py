@@ -535,10 +535,11 @@ class CausalLM(Task):
             pipe.tokenizer.pad_token = pipe.tokenizer.eos_token
         return pipe
 
-    def predict_with(self, pipe, inputs, popts):
+    def predict_with(self, predictor, inputs, popts):
         import torch
         from transformers import set_seed
 
+        pipe = predictor  # the pipeline load_predictor made
         self.check_inputs(None, inputs, popts)
         limit = self._max_positions(pipe.model.config)
         for text in inputs:

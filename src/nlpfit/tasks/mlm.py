@@ -338,8 +338,9 @@ class MaskedLM(Task):
         return pipeline("fill-mask", model=out_dir, tokenizer=load_tokenizer(out_dir), device=inference_device(),
                         trust_remote_code=False)
 
-    def predict_with(self, pipe, inputs, popts):
+    def predict_with(self, predictor, inputs, popts):
         """The `top_k` best fillers of each mask; texts may write [MASK] or <mask> for the model's mask."""
+        pipe = predictor  # the pipeline load_predictor made
         tokenizer = pipe.tokenizer
         texts = masked_texts(inputs, tokenizer, popts.top_k)
         for text, result in zip(texts, fill_sorted(pipe, texts, popts.batch_size, top_k=popts.top_k)):

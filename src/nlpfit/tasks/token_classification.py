@@ -292,13 +292,14 @@ class TokenClassification(Task):
     def load_predictor(self, out_dir):
         return load_pipeline(out_dir)
 
-    def predict_with(self, pipe, inputs, popts):
+    def predict_with(self, predictor, inputs, popts):
         """Entities of each text, offsets into the original text.
 
         Texts are tokenized in one call, sorted by length and run in padded batches under inference
         mode; each text's logits then go through the token-classification pipeline's own
         post-processing (scores, aggregation, offsets), so entities are exactly the pipeline's.
         """
+        pipe = predictor  # the pipeline load_predictor made
         self.check_inputs(None, inputs, popts)
         _, _, post = pipe._sanitize_parameters(aggregation_strategy=popts.aggregation)
         batch_size = popts.batch_size
