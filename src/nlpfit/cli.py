@@ -58,7 +58,9 @@ _CONFIG_HELP = ("YAML file of options (keys: the flag names, task options includ
                 "flags given here override it. Every OUT holds one: OUT/config.yaml.")
 _SWEEP_HELP = {"resume": "Continue an interrupted sweep in OUT: finished trials are kept, interrupted ones rerun.",
                "overwrite": "Replace the sweep folder OUT if it already exists.",
-               "output": "Sweep folder: trials/NNN (one model each), best/, sweep.db, sweep.csv, report.html."}
+               "output": "Sweep folder: trials/NNN (one model each), best/, sweep.db, sweep.csv, report.html.",
+               "push_to_hub": "Upload OUT/best to the Hugging Face Hub at the end (the trials are not uploaded).",
+               "hub_model_id": "Hub repository for --push-to-hub (default: the OUT folder name)."}
 
 
 def _task_command(name: str, sweep: bool = False) -> click.Command:

@@ -214,8 +214,7 @@ def _recipe(cfg: RunConfig, space: dict) -> dict:
     from nlpfit.tasks import typed_config
 
     values = as_dict(typed_config(cfg))
-    values.pop("output", None)
-    for name in space:
+    for name in ("output", "push_to_hub", "hub_model_id", *space):  # where it goes, not what it is
         values.pop(name, None)
     return {"config": json.loads(json.dumps(values, default=str)), "space": space}
 
@@ -266,7 +265,8 @@ def _prepare(out: Path, cfg: RunConfig, sopts: SweepOptions, space: dict, task_c
 def _trial_config(base: RunConfig, params: dict, folder: Path) -> RunConfig:
     common = {f.name for f in cli_fields(RunConfig)}
     task_options = {**dict(base.task_options or {}), **{k: v for k, v in params.items() if k not in common}}
-    return base.replace(output=str(folder), overwrite=False, resume=False, task_options=task_options,
+    return base.replace(output=str(folder), overwrite=False, resume=False, push_to_hub=False,
+                        task_options=task_options,
                         **{k: v for k, v in params.items() if k in common})
 
 
@@ -406,6 +406,10 @@ def run_sweep(cfg: RunConfig, sopts: SweepOptions, *, where: Where = FLAGS, fixe
     the best trial, the rows."""
     from nlpfit.tasks import task_class
 
+    import importlib.util
+
+    if importlib.util.find_spec("optuna") is None:
+        raise NlpfitError("nlpfit sweep needs Optuna: pip install 'nlpfit[sweep]' (or pip install optuna)")
     check(cfg, where)
     check(sopts, where)
     space = search_space(cfg, list(sopts.search), where, set(fixed))
@@ -420,7 +424,12 @@ def run_sweep(cfg: RunConfig, sopts: SweepOptions, *, where: Where = FLAGS, fixe
         _workers(out, sopts.parallel)
     else:
         work(out)
-    return finish(out)
+    summary = finish(out)
+    if cfg.push_to_hub and summary["best"]:  # the trials never upload; the best model does
+        from nlpfit.run import push
+
+        push(cfg.replace(output=str(out / "best"), hub_model_id=cfg.hub_model_id or out.name))
+    return summary
 
 
 # ---- the summary ------------------------------------------------------------------------------------
@@ -447,15 +456,15 @@ def rows(out: Path) -> tuple[list[dict], Any, str, list[str]]:
     return table, best, metric, names
 
 
-def _format_table(table: list[dict], columns: list[str]) -> str:
-    def cell(value):
+def _format_table(table: list[dict], columns: list[str], metric: str) -> str:
+    def cell(column, value):
         if value is None:
             return "-"
         if isinstance(value, float):
-            return f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.4f}".rstrip("0").rstrip(".")
+            return f"{value:.4f}" if column == metric else f"{value:.4g}"
         return str(value)
 
-    cells = [columns] + [[cell(r.get(c)) for c in columns] for r in table]
+    cells = [columns] + [[cell(c, r.get(c)) for c in columns] for r in table]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
 
@@ -469,7 +478,7 @@ def finish(out: Path) -> dict:
     writer.writeheader()
     writer.writerows(table)
     _write_atomic(out / "sweep.csv", buf.getvalue())
-    text = _format_table(table, columns)
+    text = _format_table(table, columns, metric)
     best_line = None
     if best is not None:
         source = out / best.user_attrs["output"]
