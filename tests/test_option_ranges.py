@@ -215,3 +215,21 @@ def test_the_same_checker_names_options_as_the_api_and_config_files_write_them(t
     with pytest.raises(nlpfit.NlpfitError, match=rf"^{run_yaml}:4: batch_size 0: must be at least 1$"):
         nlpfit.train(config=run_yaml)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]
+
+
+def test_the_server_checks_each_request_with_the_same_checker(outs, monkeypatch):
+    from nlpfit.serve import Predictor
+    from nlpfit.tasks.clm import CausalLM
+
+    monkeypatch.setattr(CausalLM, "load_predictor", lambda self, out_dir: object())  # no model needed to check
+    predictor = Predictor(str(outs["clm"]), {"temperature": 0.5}, max_wait_ms=0)
+    assert predictor.options({"top_p": 0.9})["top_p"] == 0.9
+    for options, message in [({"top_p": 5}, "option top_p 5: must be above 0 and at most 1"),
+                             ({"temperature": -1}, "option temperature -1: must be at least 0"),
+                             ({"num_return_sequences": 0}, "option num_return_sequences 0: must be at least 1"),
+                             ({"max_new_tokens": 1.5}, "option max_new_tokens: expected int")]:
+        with pytest.raises(nlpfit.NlpfitError) as err:
+            predictor.predict(["def f():"], options)
+        assert str(err.value) == message or str(err.value).startswith(message), str(err.value)
+    with pytest.raises(nlpfit.NlpfitError, match=r"^--top-p 2.0: must be above 0 and at most 1$"):
+        Predictor(str(outs["clm"]), {"top_p": 2.0})  # the server's own defaults (its flags)
