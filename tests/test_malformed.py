@@ -798,10 +798,10 @@ case("train-clm-tokenizer-missing", "--tokenizer ./nope", "no such folder")(
 case("train-clm-tokenizer-no-files", "--tokenizer", "no tokenizer files")(
     lambda env: train_args(env, "clm", env.write("code", folder({"a.py": PY})), "--tokenizer",
                            env.write("tok", folder({"config.json": "{}"}))))
-case("train-clm-config-missing", "--config ./nope.json")(
-    lambda env: train_args(env, "clm", env.write("code", folder({"a.py": PY * 5})), "--config", "./nope.json"))
+case("train-clm-config-missing", "--model-config ./nope.json")(
+    lambda env: train_args(env, "clm", env.write("code", folder({"a.py": PY * 5})), "--model-config", "./nope.json"))
 case("train-clm-config-invalid", "{root}/cfg/config.json:1", "invalid JSON")(
-    lambda env: train_args(env, "clm", env.write("code", folder({"a.py": PY * 5})), "--config",
+    lambda env: train_args(env, "clm", env.write("code", folder({"a.py": PY * 5})), "--model-config",
                            env.write("cfg", folder({"config.json": "{"}))))
 case("train-mt-model-missing", "--model ./nope", "no such folder")(
     lambda env: train_args(env, "translation", env.write("t.jsonl", jsonl(*_mt_rows(10))), "--model", "./nope"))

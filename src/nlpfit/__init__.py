@@ -8,9 +8,14 @@ class NlpfitError(Exception):
 
 
 def __getattr__(name: str):
-    """`nlpfit.pipeline(OUT)`, imported when first used (`import nlpfit` stays light)."""
+    """`nlpfit.pipeline(OUT)` and the Python API (`nlpfit.train`, `nlpfit.evaluate`,
+    `nlpfit.predict`), imported when first used (`import nlpfit` stays light)."""
     if name == "pipeline":
         from nlpfit.pipelines.load import pipeline
 
         return pipeline
+    if name in ("train", "evaluate", "predict"):
+        from nlpfit import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'nlpfit' has no attribute {name!r}")

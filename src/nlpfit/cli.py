@@ -1,5 +1,8 @@
 """The `nlpfit` command line.  Options are generated from the configuration dataclasses
-(`config.RunConfig` and each task's `Options`), so flags, defaults and help are written once."""
+(`config.RunConfig`, each task's `Options` and `PredictOptions`, and the option dataclasses of
+evaluate, serve, tokenizer train and sweep), so flags, defaults, ranges and help are written once;
+every value is checked by `config.check` before anything loads.  Bad input, click's usage errors
+included, is one `error:` line and exit status 2."""
 
 from __future__ import annotations
 
@@ -9,60 +12,140 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from nlpfit import NlpfitError, __version__
-from nlpfit.config import RunConfig, cli_fields
+from nlpfit.config import RunConfig, Where, check, cli_fields, describe_range, kind_of
 
 _TYPES = {"int": int, "float": float, "bool": bool}
+#: where a value given on the command line comes from (not a default, not the config file)
+_GIVEN = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
 
-def _option(f: dataclasses.Field, default=dataclasses.MISSING) -> click.Option:
+def _option(f: dataclasses.Field, default=dataclasses.MISSING, help: str | None = None) -> click.Option:
     meta = f.metadata
     default = f.default if default is dataclasses.MISSING else default
     if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
         default = f.default_factory()
     flag = meta.get("flag") or "--" + f.name.replace("_", "-")
-    ann = str(f.type).replace(" ", "")
-    kind = _TYPES.get(ann.split("|")[0], str)
+    kind = _TYPES.get(kind_of(f), str)
+    help = help or meta["help"]
+    if kind in (int, float) and describe_range(f) != "any number":
+        help += f" [{describe_range(f)}]"
     if kind is bool:
-        return click.Option([f"{flag}/--no-{flag[2:]}", f.name], default=default, show_default=True, help=meta["help"])
+        return click.Option([f"{flag}/--no-{flag[2:]}", f.name], default=default, show_default=True, help=help)
     if meta.get("choices"):
         kind = click.Choice(meta["choices"])
     if meta.get("multiple"):
-        return click.Option([flag, f.name], multiple=True, type=kind, help=meta["help"])
-    return click.Option([flag, f.name], type=kind, default=default, show_default=default is not None, help=meta["help"])
+        return click.Option([flag, f.name], multiple=True, type=kind, help=help)
+    if meta.get("required"):
+        return click.Option([flag, f.name], type=kind, required=True, help=help)
+    return click.Option([flag, f.name], type=kind, default=default, show_default=default is not None, help=help)
 
 
-def _train_command(name: str) -> click.Command:
+def _given(ctx: click.Context, names) -> set[str]:
+    """The options among `names` that the command line gave (not defaults)."""
+    return {n for n in names if ctx.get_parameter_source(n) in _GIVEN}
+
+
+def _values(cls, kwargs: dict) -> dict:
+    """The values of dataclass `cls`'s fields among click's keyword arguments (tuples as lists)."""
+    return {f.name: list(kwargs[f.name]) if isinstance(kwargs[f.name], tuple) else kwargs[f.name]
+            for f in dataclasses.fields(cls) if f.name in kwargs}
+
+
+_CONFIG_HELP = ("YAML file of options (keys: the flag names, task options included; `task:` names the task); "
+                "flags given here override it. Every OUT holds one: OUT/config.yaml.")
+_SWEEP_HELP = {"resume": "Continue an interrupted sweep in OUT: finished trials are kept, interrupted ones rerun.",
+               "overwrite": "Replace the sweep folder OUT if it already exists.",
+               "output": "Sweep folder: trials/NNN (one model each), best/, sweep.db, sweep.csv, report.html.",
+               "push_to_hub": "Upload OUT/best to the Hugging Face Hub at the end (the trials are not uploaded).",
+               "hub_model_id": "Hub repository for --push-to-hub (default: the OUT folder name)."}
+
+
+def _task_command(name: str, sweep: bool = False) -> click.Command:
+    """`nlpfit train NAME` (or `nlpfit sweep NAME`): the shared options, the task's own, --config."""
+    from nlpfit.config_file import read, run_config, train_fields
     from nlpfit.tasks import task_class, task_help, task_presets
 
     task_cls = task_class(name)
     presets = task_presets(name)
-    common = cli_fields(RunConfig)
-    common_names = {f.name for f in common}
-    task_fields = [f for f in dataclasses.fields(task_cls.Options) if f.name not in common_names]
-    params = [_option(f, task_cls.defaults.get(f.name, dataclasses.MISSING)) for f in common]
-    params += [_option(f, presets.get(f.name, dataclasses.MISSING)) for f in task_fields]
+    fields = train_fields(name)
+    common_names = {f.name for f in cli_fields(RunConfig)}
+    params = [_option(f, (task_cls.defaults if f.name in common_names else presets).get(f.name, dataclasses.MISSING),
+                      help=_SWEEP_HELP.get(f.name) if sweep else None) for f in fields]
+    sweep_fields = []
+    if sweep:
+        from nlpfit.sweep import SweepOptions
 
-    def callback(**kwargs):
+        sweep_fields = list(dataclasses.fields(SweepOptions))
+        params += [_option(f) for f in sweep_fields]
+    params.append(click.Option(["--config", "config_file"], default=None, metavar="FILE", help=_CONFIG_HELP))
+    command = f"nlpfit {'sweep' if sweep else 'train'}"
+
+    def callback(config_file, **kwargs):
+        ctx = click.get_current_context()
+        given = _given(ctx, kwargs)
+        values = {f.name: list(kwargs[f.name]) if isinstance(kwargs[f.name], tuple) else kwargs[f.name]
+                  for f in fields}
+        sweep_values = {f.name: list(kwargs[f.name]) if isinstance(kwargs[f.name], tuple) else kwargs[f.name]
+                        for f in sweep_fields}
+        where = Where(given=frozenset(given))
+        from_file: set[str] = set()
+        if config_file:
+            cf = read(config_file)
+            cf.task_for(name, command)
+            file_values, lines = cf.values(fields, command=f"{command} {name}")
+            if sweep:
+                sweep_file, sweep_lines = cf.section("sweep").values(sweep_fields, skip=(),
+                                                                     command=f"{command} {name}")
+                sweep_values.update({k: v for k, v in sweep_file.items() if k not in given})
+                lines = {**lines, **sweep_lines}
+            values.update({k: v for k, v in file_values.items() if k not in given})
+            from_file = set(lines)
+            where = Where(file=config_file, lines=lines, given=frozenset(given))
+        cfg = run_config(name, values)
+        if sweep:
+            from nlpfit.sweep import SweepOptions, run_sweep
+
+            sopts = SweepOptions(**sweep_values)
+            summary = run_sweep(cfg, sopts, where=where, fixed=(given | from_file) - set(sweep_values))
+            click.echo(summary["table"])
+            if summary.get("best"):
+                click.echo(summary["best"])
+            return
         from nlpfit.run import train
 
-        common_values = {k: v for k, v in kwargs.items() if k in common_names}
-        cfg = RunConfig(**{**common_values, "data": list(common_values["data"])}, task=name,
-                        task_options={f.name: kwargs[f.name] for f in task_fields})
-        result = train(cfg)
+        result = train(cfg, where=where)
         metrics = result["metrics"]
         split = "test" if metrics.get("test") else "validation"
         _print_metrics(result["task"], metrics.get("test") or metrics["eval"], title=f"{split} split")
 
+    if sweep:
+        doc = (f"Search the hyperparameters of `nlpfit train {name}` with Optuna: --trials runs, each a model in "
+               "OUT/trials/NNN, the best copied to OUT/best. " + task_help(name))
+        return click.Command(name, params=params, callback=callback, help=doc, short_help=task_help(name))
     module_doc = (sys.modules[task_cls.__module__].__doc__ or "").strip()
     # "\b" keeps click from re-wrapping the module's numbered walk-through
     doc = task_help(name) + "".join(f"\n\n\b\n{para}" for para in module_doc.split("\n\n") if para)
     return click.Command(name, params=params, callback=callback, help=doc, short_help=task_help(name))
 
 
-class TrainGroup(click.Group):
-    """`nlpfit train TASK`: one sub-command per registered task, built on demand."""
+def _config_value(args: list[str]) -> str | None:
+    """The FILE of `--config FILE` (or `--config=FILE`) among command-line arguments."""
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+class TaskGroup(click.Group):
+    """`nlpfit train TASK` / `nlpfit sweep TASK`: one sub-command per registered task, built on
+    demand; without TASK, `--config FILE` names the task with its `task:` key."""
+
+    sweep = False
 
     def list_commands(self, ctx):
         from nlpfit.tasks import REGISTRY
@@ -72,7 +155,33 @@ class TrainGroup(click.Group):
     def get_command(self, ctx, name):
         from nlpfit.tasks import REGISTRY
 
-        return _train_command(name) if name in REGISTRY else None
+        return _task_command(name, self.sweep) if name in REGISTRY else None
+
+    def parse_args(self, ctx, args):
+        from nlpfit.tasks import REGISTRY, task_class
+
+        if args and args[0] not in REGISTRY and not set(args) & set(ctx.help_option_names):
+            path = _config_value(args)
+            if path is not None:
+                from nlpfit.config_file import read
+
+                args = [read(path).task_for(None, f"nlpfit {self.name}"), *args]
+            elif args[0].startswith("-"):
+                raise NlpfitError(f"nlpfit {self.name}: name the task first (nlpfit {self.name} TASK [options]; "
+                                  f"tasks: {', '.join(REGISTRY)}), or give --config FILE")
+            else:
+                task_class(args[0])  # the error names the tasks
+        return super().parse_args(ctx, args)
+
+
+class TrainGroup(TaskGroup):
+    """`nlpfit train TASK`."""
+
+
+class SweepGroup(TaskGroup):
+    """`nlpfit sweep TASK`."""
+
+    sweep = True
 
 
 def _print_metrics(task, metrics: dict, title: str | None = None) -> None:
@@ -100,14 +209,23 @@ def cli():
     """
 
 
-cli.add_command(TrainGroup("train", help="Train a model for one task (see `nlpfit train TASK --help`)."))
+cli.add_command(TrainGroup("train", help="Train a model for one task (see `nlpfit train TASK --help`); "
+                                         "`nlpfit train --config run.yaml` takes the task from the file."))
+cli.add_command(SweepGroup("sweep", help="Search hyperparameters with Optuna (see `nlpfit sweep TASK --help`): "
+                                         "trials in OUT/trials, the best in OUT/best, a table and report.html."))
+
+
+def _evaluate_options(fn):
+    from nlpfit.config import EvaluateOptions
+
+    for f in reversed(dataclasses.fields(EvaluateOptions)):
+        fn.__click_params__ = [*getattr(fn, "__click_params__", []), _option(f)]
+    return fn
 
 
 @cli.command()
 @click.argument("model_dir")
-@click.option("--data", multiple=True, help="Data to evaluate on (default: the data the model was trained on).")
-@click.option("--split", default="test", show_default=True, help="Split to evaluate.")
-@click.option("--batch-size", type=int, default=None, help="Evaluation batch size.")
+@_evaluate_options
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate(model_dir, data, split, batch_size, as_json):
     """Evaluate a trained model folder on a split of some data."""
@@ -183,23 +301,26 @@ def predict(model_dir, texts, input_file, **task_options):
         click.echo(json.dumps(row, ensure_ascii=False))
 
 
+def _serve_options(fn):
+    from nlpfit.config import ServeOptions
+
+    for f in reversed(dataclasses.fields(ServeOptions)):
+        fn.__click_params__ = [*getattr(fn, "__click_params__", []), _option(f)]
+    return fn
+
+
 @cli.command(cls=PredictCommand)
 @click.argument("model_dir")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on (0: any free port).")
-@click.option("--max-wait-ms", type=float, default=5.0, show_default=True,
-              help="Dynamic batching: how long the oldest request waits for others to join its batch (0: off).")
-@click.option("--max-batch-inputs", type=int, default=256, show_default=True,
-              help="Dynamic batching: the most inputs one batch gathers from several requests.")
+@_serve_options
 def serve(model_dir, host, port, max_wait_ms, max_batch_inputs, **task_options):
     """Serve a trained model over HTTP, loaded once: POST /predict {"inputs": [...], "options": {...}}
     returns {"predictions": [...]} (the rows of `nlpfit predict`); GET /health, GET /info.
     The prediction options given here are the defaults a request's "options" can override.
     Requests that arrive together with the same options run as one batch."""
+    from nlpfit.config import ServeOptions
     from nlpfit.serve import serve as run_serve
 
-    if max_wait_ms < 0 or max_batch_inputs < 1:
-        raise NlpfitError("--max-wait-ms must be >= 0 and --max-batch-inputs >= 1")
+    check(ServeOptions(host=host, port=port, max_wait_ms=max_wait_ms, max_batch_inputs=max_batch_inputs))
     run_serve(model_dir, host, port, _prediction_values(task_options), max_wait_ms=max_wait_ms,
               max_batch_inputs=max_batch_inputs)
 
@@ -237,44 +358,33 @@ def tokenizer_group():
     """Train tokenizers."""
 
 
+def _tokenizer_options(fn):
+    from nlpfit.config import TokenizerTrainOptions
+
+    for f in reversed(dataclasses.fields(TokenizerTrainOptions)):
+        fn.__click_params__ = [*getattr(fn, "__click_params__", []), _option(f)]
+    return fn
+
+
 @tokenizer_group.command("train")
-@click.option("--data", multiple=True, help="Folder of source files, JSON Lines/Parquet/CSV file, or hub dataset id "
-              "(repeat to concatenate; default: the Python standard library and installed packages).")
-@click.option("--data-config", default=None, help="Configuration name of a hub dataset.")
-@click.option("--vocab-size", type=int, default=52000, show_default=True, help="Vocabulary size.")
-@click.option("--output", required=True, help="Tokenizer folder to write.")
-@click.option("--from", "base", default=None,
-              help="Existing fast tokenizer (hub id or folder) whose pipeline is kept (train_new_from_iterator); "
-                   "default: a byte-level BPE from scratch.")
-@click.option("--glob", default="**/*.py", show_default=True, help="Files to read in a --data folder.")
-@click.option("--text-column", default="content", show_default=True, help="Text column of table / hub data.")
-@click.option("--filter-keywords", default=None,
-              help="Keep only files mentioning one of these comma-separated words (default data: "
-                   "pandas,sklearn,matplotlib,seaborn; '' keeps all).")
-@click.option("--min-frequency", type=int, default=2, show_default=True, help="Minimum pair count for a merge.")
-@click.option("--max-files", type=int, default=0, show_default=True, help="Train on at most N files (0: all).")
-@click.option("--validation-split", type=float, default=None,
-              help="Share of files held out for the report, routed as `nlpfit train clm` does "
-                   "[default: 0.05 with the default data, as train clm; else 0.1].")
-@click.option("--split-seed", type=int, default=42, show_default=True, help="Seed of the hold-out routing.")
-@click.option("--compare-files", type=int, default=500, show_default=True,
-              help="Held-out files on which tokens per file are compared.")
-@click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
-def train_command(data, data_config, vocab_size, output, base, glob, text_column, filter_keywords, min_frequency,
-                  max_files, validation_split, split_seed, compare_files, overwrite):
+@_tokenizer_options
+def train_command(**kwargs):
     """Train a byte-level BPE tokenizer on a corpus and report tokens per file before/after.
 
     \b
     nlpfit tokenizer train --data code/ --vocab-size 52000 --output tok
     nlpfit tokenizer train --data code.jsonl --text-column content --from gpt2 --output tok
     """
+    from nlpfit.config import TokenizerTrainOptions
     from nlpfit.tokenizer_training import report_table, train_tokenizer_folder
 
-    facts = train_tokenizer_folder(list(data), vocab_size, output, base, glob=glob, text_column=text_column,
-                                    data_config=data_config, filter_keywords=filter_keywords,
-                                    min_frequency=min_frequency, max_files=max_files,
-                                    validation_split=validation_split, split_seed=split_seed,
-                                    compare_files=compare_files, overwrite=overwrite)
+    o = TokenizerTrainOptions(**_values(TokenizerTrainOptions, kwargs))
+    check(o)
+    facts = train_tokenizer_folder(o.data, o.vocab_size, o.output, o.base, glob=o.glob, text_column=o.text_column,
+                                    data_config=o.data_config, filter_keywords=o.filter_keywords,
+                                    min_frequency=o.min_frequency, max_files=o.max_files,
+                                    validation_split=o.validation_split, split_seed=o.split_seed,
+                                    compare_files=o.compare_files, overwrite=o.overwrite)
     click.echo(report_table(facts["tokens_per_file"]))
 
 
@@ -298,6 +408,7 @@ def _lead3_command() -> click.Command:
         values = {f.name: kwargs[f.name] for f in common}
         cfg = RunConfig(**{**values, "data": list(values["data"])}, task="summarization",
                         task_options={f.name: kwargs[f.name] for f in task})
+        check(cfg)
         scores = lead3(cfg, split)
         if as_json:
             click.echo(json.dumps(scores, indent=2))
@@ -323,6 +434,28 @@ class BaselineGroup(click.Group):
 cli.add_command(BaselineGroup("baseline", help="Scores of simple baselines (see `nlpfit baseline lead3 --help`)."))
 
 
+def usage_error(exc: click.ClickException) -> str:
+    """Click's usage error as one line: `--batch-size: 'abc' is not a valid integer (see 'nlpfit train ner --help')`."""
+    ctx = getattr(exc, "ctx", None)
+    param = getattr(exc, "param", None)
+    if isinstance(exc, click.MissingParameter):  # (a BadParameter too)
+        kind = exc.param_type or (param.param_type_name if param is not None else "parameter")
+        name = param.human_readable_name if param is not None else ""
+        if isinstance(param, click.Option):
+            name = "/".join(param.opts)
+        message = f"missing {kind} {name}".strip()
+    elif isinstance(exc, click.BadParameter) and param is not None:
+        name = "/".join(param.opts) if isinstance(param, click.Option) else param.human_readable_name
+        message = f"{name}: {exc.message}"
+    else:
+        message = exc.format_message()
+    message = " ".join(message.split()).rstrip(".")
+    message = message[:1].lower() + message[1:] if message[:2] != "--" else message
+    if ctx is not None and ctx.command_path:
+        message += f" (see '{ctx.command_path} --help')"
+    return message
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="nlpfit", standalone_mode=False)
@@ -332,9 +465,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
+    except click.exceptions.NoArgsIsHelpError as exc:  # `nlpfit` or `nlpfit train` alone: the help
         exc.show()
         sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"error: {usage_error(exc)}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

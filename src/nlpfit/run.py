@@ -1,4 +1,7 @@
-"""The three things a user does: train, evaluate, predict.  cli.py parses flags and calls these."""
+"""The three things a user does: train, evaluate, predict.  cli.py parses flags and calls these, and
+so does the Python API (`nlpfit.api`).  Each checks every option against its declared range
+(`config.check`) before it loads anything or makes a folder; `where` says how the user wrote the
+options (flags, a config file, keyword arguments), so that a problem names them in the user's terms."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from nlpfit import NlpfitError, __version__
-from nlpfit.config import RunConfig, save_json
+from nlpfit.config import FLAGS, EvaluateOptions, RunConfig, Where, check, save_json
 from nlpfit.log import info
 
 
@@ -156,7 +159,11 @@ def limit_samples(raw, cfg: RunConfig):
     return out
 
 
-def train(cfg: RunConfig) -> dict:
+def train(cfg: RunConfig, *, where: Where = FLAGS, on_evaluate=None) -> dict:
+    """Train a model as `cfg` says and save it in `cfg.output`: the metrics, the task and the
+    resolved configuration.  `on_evaluate(step, metrics) -> bool` (optional) is called after every
+    evaluation with its flat metrics; it returns whether to stop training there (the sweep's pruning)."""
+    check(cfg, where)
     from accelerate import PartialState
 
     from nlpfit.engines import get_engine
@@ -180,7 +187,8 @@ def train(cfg: RunConfig) -> dict:
     out.start()  # training starts: the hidden folder is made now, and removed again if the run fails
     try:
         state.wait_for_everyone()
-        metrics = _train_and_save(task, cfg, engine, model, tokenizer, features, raw, facts, out, state, started)
+        metrics = _train_and_save(task, cfg, engine, model, tokenizer, features, raw, facts, out, state, started,
+                                  on_evaluate)
     except BaseException:
         out.abandon()
         raise
@@ -191,13 +199,13 @@ def train(cfg: RunConfig) -> dict:
 
 
 def _train_and_save(task, cfg, engine, model, tokenizer, features, raw, facts, out: OutputDir, state,
-                    started: float) -> dict:
+                    started: float, on_evaluate=None) -> dict:
     """Train with `engine`, evaluate the test split, save OUT aside and move it into place; the metrics."""
     from nlpfit.engines.loop import evaluate as run_eval
     from nlpfit.report.card import model_card
     from nlpfit.report.html import write_report
 
-    result = engine(task, cfg, model, tokenizer, features, raw, facts, out.checkpoints)
+    result = engine(task, cfg, model, tokenizer, features, raw, facts, out.checkpoints, on_evaluate=on_evaluate)
     metrics = {"train": result.train, "eval": result.eval, "history": result.history}
     predictions = result.predictions
     if "test" in features:
@@ -216,6 +224,7 @@ def _train_and_save(task, cfg, engine, model, tokenizer, features, raw, facts, o
             "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
             "runtime_s": round(time.time() - started, 1), "num_processes": state.num_processes,
             "device": str(state.device)})
+        (out.staging / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
         custom = bool(getattr(result.model.config, "custom_pipelines", None))
         (out.staging / "README.md").write_text(model_card(task, cfg, metrics, task_data, custom_pipeline=custom),
                                                encoding="utf-8")
@@ -244,6 +253,13 @@ def write_examples(task, raw, folder: Path) -> None:
     popts = predict_options(task, {})
     rows = list(task.predict_with(task.load_predictor(str(folder)), examples[:SAMPLES], popts))
     save_json(folder / "samples.json", [{"input": x, "output": row} for x, row in zip(examples, rows)])
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """OUT/config.yaml: the resolved configuration as a config file that trains the run again."""
+    from nlpfit.config_file import dump
+
+    return dump(cfg)
 
 
 def data_sources(cfg: RunConfig) -> list[dict]:
@@ -305,10 +321,12 @@ def load_run(out_dir: str) -> tuple[RunConfig, dict]:
     return typed_config(RunConfig(**values)), run
 
 
-def evaluate(out_dir: str, data: list[str] | None, split: str, batch_size: int | None) -> dict:
+def evaluate(out_dir: str, data: list[str] | None, split: str, batch_size: int | None, *,
+             where: Where = FLAGS) -> dict:
     from nlpfit.engines.loop import evaluate as run_eval
     from nlpfit.tasks import make_task
 
+    check(EvaluateOptions(data=list(data or []), split=split, batch_size=batch_size), where)
     from nlpfit.models import check_model_folder
 
     cfg, _ = load_run(out_dir)
@@ -335,17 +353,23 @@ def evaluate(out_dir: str, data: list[str] | None, split: str, batch_size: int |
     return {"task": task, "metrics": result.metrics}
 
 
-def predict_options(task, values: dict):
+def predict_options(task, values: dict, where: Where = FLAGS):
     """The task's PredictOptions from option values (None or absent: the default; a batch size of 0:
-    the training run's --eval-batch-size)."""
-    popts = task.PredictOptions(**{f.name: values[f.name] for f in fields(task.PredictOptions)
-                                   if values.get(f.name) is not None})
+    the training run's --eval-batch-size), checked against their declarations; a value given for an
+    option the task does not have is an error."""
+    known = [f.name for f in fields(task.PredictOptions)]
+    for name, value in values.items():
+        if value is not None and name not in known:
+            raise NlpfitError(f"{where.label(name)}: {task.cfg.task or task.name} models have no such prediction "
+                              f"option (they take {', '.join(where.label(k) for k in known)})")
+    popts = task.PredictOptions(**{name: values[name] for name in known if values.get(name) is not None})
+    check(popts, where)
     if not popts.batch_size:
         popts = dataclasses.replace(popts, batch_size=task.cfg.eval_batch_size)
     return popts
 
 
-def predict(out_dir: str, inputs: list, popts_values: dict):
+def predict(out_dir: str, inputs: list, popts_values: dict, *, where: Where = FLAGS):
     from nlpfit.tasks import make_task
 
     from nlpfit.models import check_model_folder
@@ -353,4 +377,4 @@ def predict(out_dir: str, inputs: list, popts_values: dict):
     cfg, _ = load_run(out_dir)
     check_model_folder(out_dir)
     task = make_task(cfg)
-    return task.predict(out_dir, inputs, predict_options(task, popts_values))
+    return task.predict(out_dir, inputs, predict_options(task, popts_values, where))

@@ -41,7 +41,7 @@ def save_checkpoint(accelerator, folder: Path, state: dict, keep: int = 1) -> Pa
     return path
 
 
-def train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir: Path) -> TrainResult:
+def train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir: Path, on_evaluate=None) -> TrainResult:
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -106,8 +106,15 @@ def train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir: Pat
             state = json.loads((ckpt / "state.json").read_text())
             info(f"resuming from {ckpt.name} (epoch {state['epoch']}, step {state['global_step']})")
     history = state["history"]
+
+    def evaluated() -> bool:
+        """Hand the evaluation just appended to `on_evaluate`; whether it says to stop training."""
+        return bool(on_evaluate and on_evaluate(history[-1]["step"], history[-1]["eval"]))
+
+    stop = False
     if cfg.eval_before and state["global_step"] == 0:
         history.append({"epoch": 0, "step": 0, "eval": summary(run_eval("before training"))})
+        stop = evaluated()
 
     # ---- the loop -------------------------------------------------------------------------------
     progress = tqdm(total=total_updates, initial=state["global_step"], desc="training",
@@ -115,7 +122,7 @@ def train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir: Pat
     start = time.perf_counter()
     last_eval: dict = {}
     model.train()
-    for epoch in range(state["epoch"], num_epochs):
+    for epoch in range(state["epoch"], num_epochs if not stop else 0):
         # the prepared loader counts epochs itself and passes them on to the sampler: tell it where we are
         train_loader.set_epoch(epoch) if hasattr(train_loader, "set_epoch") else sampler.set_epoch(epoch)
         loader = train_loader
@@ -147,7 +154,8 @@ def train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir: Pat
                 last_eval = run_eval(f"step {state['global_step']}")
                 history.append({"epoch": epoch + state["step_in_epoch"] / updates_per_epoch,
                                 "step": state["global_step"], "eval": summary(last_eval)})
-            if state["global_step"] >= total_updates:
+                stop = evaluated()
+            if state["global_step"] >= total_updates or stop:
                 break
         epoch_loss = accelerator.reduce(loss_sum / max(n_loss, 1), reduction="mean").item()
         finished = state["step_in_epoch"] >= updates_per_epoch or state["global_step"] >= total_updates
@@ -158,6 +166,10 @@ def train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir: Pat
             last_eval = run_eval(f"epoch {epoch + 1}")
             history.append({"epoch": epoch + 1, "step": state["global_step"], "train_loss": epoch_loss,
                             "eval": summary(last_eval)})
+            stop = evaluated()
+        if stop:
+            info(f"stopped after the evaluation at step {state['global_step']}")
+            break
         if finished and state["global_step"] < total_updates:
             save_checkpoint(accelerator, checkpoint_dir, state)
         if state["global_step"] >= total_updates:

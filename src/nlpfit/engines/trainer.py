@@ -16,10 +16,11 @@ def trainer_class(base):
     class NlpfitTrainer(base):
         """`base` with the task's loss and the task's evaluation."""
 
-        def __init__(self, *args, task, features, raw, facts, eval_batch_size, loss_fn=None, **kwargs):
+        def __init__(self, *args, task, features, raw, facts, eval_batch_size, loss_fn=None, on_evaluate=None,
+                     **kwargs):
             super().__init__(*args, **kwargs)
             self.task, self.features, self.raw, self.facts = task, features, raw, facts
-            self.eval_bs, self.loss_fn = eval_batch_size, loss_fn
+            self.eval_bs, self.loss_fn, self.on_evaluate = eval_batch_size, loss_fn, on_evaluate
             self.last_eval: dict = {}
             self.last_predictions = None
             if loss_fn is not None:
@@ -56,12 +57,15 @@ def trainer_class(base):
             info(f"[epoch {self.state.epoch or 0:.2f}] " + "  ".join(f"{k} {v:.4f}" for k, v in summary(metrics).items()))
             self.log(flat)  # into state.log_history, which checkpoints keep: `history` survives --resume
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, flat)
+            if self.on_evaluate and self.on_evaluate(self.state.global_step, summary(metrics)):
+                info(f"stopped after the evaluation at step {self.state.global_step}")
+                self.control.should_training_stop = True
             return flat
 
     return NlpfitTrainer
 
 
-def train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir: Path) -> TrainResult:
+def train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir: Path, on_evaluate=None) -> TrainResult:
     has_eval = "validation" in features
     per_epoch = "steps" if cfg.eval_steps else "epoch"
     base, args_cls = task.trainer_classes()
@@ -100,7 +104,7 @@ def train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir: Pat
         model=model, args=args, data_collator=task.collator(tokenizer, model),
         train_dataset=features["train"], eval_dataset=features["validation"] if has_eval else None,
         processing_class=tokenizer, task=task, features=features, raw=raw, facts=facts,
-        eval_batch_size=cfg.eval_batch_size, loss_fn=task.loss_function(tokenizer))
+        eval_batch_size=cfg.eval_batch_size, loss_fn=task.loss_function(tokenizer), on_evaluate=on_evaluate)
     resume = None
     if cfg.resume:
         ckpts = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))

@@ -70,6 +70,10 @@ class Predictor:
             if name == "batch_size" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise NlpfitError("option batch_size: a positive integer")
             values[name] = _checked(f, value)
+        from nlpfit.config import Where
+        from nlpfit.run import predict_options
+
+        predict_options(self.task, values, Where(style="option"))  # every value in its declared range
         return values
 
     def predict(self, inputs, options) -> list[dict]:

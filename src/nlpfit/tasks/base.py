@@ -40,7 +40,7 @@ class NoOptions:
 class PredictOptions:
     """Options every task's prediction takes; a task's PredictOptions adds its own fields."""
 
-    batch_size: int = opt(0, "Inference batch size (0: the --eval-batch-size of the training run).")
+    batch_size: int = opt(0, "Inference batch size (0: the --eval-batch-size of the training run).", min=0)
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,10 @@ class Task:
     #: the metric shown as the headline figure, and whether larger is better
     main_metric: ClassVar[str] = "loss"
     greater_is_better: ClassVar[bool] = False
+    #: what `nlpfit sweep` searches when no --search is given: option name -> a range "LOW:HIGH"
+    #: (":log" samples it on a log scale) or choices "A,B,C"; options the user fixes are left out
+    search_space: ClassVar[dict[str, str]] = {"lr": "1e-5:1e-3:log", "batch_size": "8,16,32", "warmup_ratio": "0:0.2",
+                                              "weight_decay": "0:0.1", "epochs": "1,2,3"}
 
     def __init__(self, cfg):
         if not isinstance(cfg.task_options, self.Options):

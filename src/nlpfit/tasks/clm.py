@@ -6,7 +6,7 @@
    larger than memory (a datasets.IterableDataset, shuffled in a buffer; needs --max-steps).
 2. Tokenizer: --tokenizer (e.g. from `nlpfit tokenizer train`), or --model's, or a byte-level BPE
    trained on the training files first (--vocab-size).
-3. Model: --config gpt2 (GPT-2 small, built in; --n-layer/--n-embd/--n-head shrink it) or any
+3. Model: --model-config gpt2 (GPT-2 small, built in; --n-layer/--n-embd/--n-head shrink it) or any
    AutoConfig causal LM, initialised at random with the tokenizer's vocabulary size and bos/eos
    ids; --model M fine-tunes an existing causal LM instead.
 4. Features: each file cut into --context-length blocks (return_overflowing_tokens), keeping only
@@ -28,7 +28,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from nlpfit import NlpfitError
-from nlpfit.config import opt
+from nlpfit.config import SEED_MAX, opt
 from nlpfit.log import info, warn
 from nlpfit.models import SCRATCH
 from nlpfit.tasks import base
@@ -42,12 +42,12 @@ STREAM_BATCH = 32  # files tokenized at once when streaming
 class Options:
     tokenizer: str | None = opt(None, "Tokenizer folder or hub id (default: --model's, or a byte-level BPE trained "
                                       "on the training files first).")
-    config: str = opt("gpt2", "Architecture of a model trained from scratch: gpt2 (GPT-2 small, built in), a hub id "
-                              "or a folder with config.json (ignored with --model).")
-    n_layer: int = opt(0, "Layers of the model from --config (0: the config's; GPT-2 small: 12).")
-    n_embd: int = opt(0, "Hidden size of the model from --config (0: the config's; GPT-2 small: 768).")
-    n_head: int = opt(0, "Attention heads of the model from --config (0: the config's; GPT-2 small: 12).")
-    context_length: int = opt(128, "Tokens per training block.")
+    model_config: str = opt("gpt2", "Architecture of a model trained from scratch: gpt2 (GPT-2 small, built in), a hub "
+                                    "id or a folder with config.json (ignored with --model).")
+    n_layer: int = opt(0, "Layers of the model from --model-config (0: the config's; GPT-2 small: 12).", min=0)
+    n_embd: int = opt(0, "Hidden size of the model from --model-config (0: the config's; GPT-2 small: 768).", min=0)
+    n_head: int = opt(0, "Attention heads of the model from --model-config (0: the config's; GPT-2 small: 12).", min=0)
+    context_length: int = opt(128, "Tokens per training block (at least 2: each token predicts the next).", min=2)
     pack: bool = opt(False, "Join files with eos separators before cutting blocks (nothing dropped); "
                             "default: cut each file, drop its last partial block.")
     glob: str = opt("**/*.py", "Files to read in a --data folder.")
@@ -55,22 +55,25 @@ class Options:
     filter_keywords: str | None = opt(None, "Keep files mentioning any of these comma-separated words (default data: "
                                             "pandas,sklearn,matplotlib,seaborn; '' keeps all).")
     streaming: bool = opt(False, "Stream the training corpus instead of materialising it (needs --max-steps).")
-    shuffle_buffer: int = opt(1000, "Blocks in the streaming shuffle buffer.")
+    shuffle_buffer: int = opt(1000, "Blocks in the streaming shuffle buffer (0 or 1: stream order).", min=0)
     max_stream_eval_files: int = opt(500, "With --streaming: validation files kept in memory (the first N routed "
-                                          "to validation).")
+                                          "to validation; 0: all).", min=0)
     keyword_weighted_loss: str | None = opt(None, "Weight each sample's loss by 1 + alpha x its count of these "
                                                   "comma-separated keyword tokens (e.g. plt,pd,sk,fit,predict).")
-    keyword_alpha: float = opt(1.0, "alpha of --keyword-weighted-loss (0: the plain loss).")
-    vocab_size: int = opt(52000, "Vocabulary of the tokenizer trained when --tokenizer and --model are not given.")
+    keyword_alpha: float = opt(1.0, "alpha of --keyword-weighted-loss (0: the plain loss).", min=0)
+    vocab_size: int = opt(52000, "Vocabulary of the byte-level BPE trained when --tokenizer and --model are not given "
+                                 "(256 bytes, the end-of-text token, merges).", min=258)
 
 
 @dataclass
 class PredictOptions(base.PredictOptions):
-    max_new_tokens: int = opt(0, "Tokens to generate (0: the model's generation_config; 64 for models trained here).")
-    temperature: float = opt(0.0, "Sampling temperature (0: greedy decoding).")
-    top_p: float = opt(1.0, "Nucleus sampling: keep the smallest token set of this probability (with --temperature).")
-    num_return_sequences: int = opt(1, "Completions per prompt (needs --temperature > 0).")
-    seed: int = opt(0, "Random seed of sampling (same seed, same completions).")
+    max_new_tokens: int = opt(0, "Tokens to generate (0: the model's generation_config; 64 for models trained here).",
+                              min=0)
+    temperature: float = opt(0.0, "Sampling temperature (0: greedy decoding).", min=0)
+    top_p: float = opt(1.0, "Nucleus sampling: keep the smallest token set of this probability (with --temperature).",
+                       above=0, max=1)
+    num_return_sequences: int = opt(1, "Completions per prompt (more than 1 needs --temperature > 0).", min=1)
+    seed: int = opt(0, "Random seed of sampling (same seed, same completions).", min=0, max=SEED_MAX)
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,8 @@ class CausalLM(Task):
     main_metric = "perplexity"
     greater_is_better = False
     default_split = (0.05, 0.0)
+    search_space = {"lr": "1e-4:3e-3:log", "batch_size": "8,16,32", "warmup_ratio": "0:0.1", "weight_decay": "0:0.2",
+                    "epochs": "1,2"}
 
     # ---- 1. data ----------------------------------------------------------------------------
     def default_data(self) -> list[str]:
@@ -371,13 +376,13 @@ class CausalLM(Task):
         from transformers import AutoModelForCausalLM, GPT2Config
 
         o = self.opts
-        spec = o.config
+        spec = o.model_config
         if spec in ("gpt2", "gpt2-small", "openai-community/gpt2"):
             config = GPT2Config()  # its defaults are GPT-2 small's hyperparameters
         else:
             from nlpfit.models import load_config
 
-            config = load_config(spec, "--config")
+            config = load_config(spec, "--model-config")
         config.vocab_size = len(tokenizer)
         config.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         config.eos_token_id = tokenizer.eos_token_id
@@ -398,7 +403,7 @@ class CausalLM(Task):
         try:
             return AutoModelForCausalLM.from_config(config, trust_remote_code=False)
         except ValueError as exc:
-            raise NlpfitError(f"--config {spec}: not a causal language model ({str(exc).splitlines()[0]})") from None
+            raise NlpfitError(f"--model-config {spec}: not a causal language model ({str(exc).splitlines()[0]})") from None
 
     def load_trained(self, out_dir: str):
         from transformers import AutoModelForCausalLM
@@ -524,10 +529,11 @@ class CausalLM(Task):
         return pipeline("text-generation", model=model, tokenizer=tokenizer, device=inference_device(),
                         trust_remote_code=False)
 
-    def predict_with(self, pipe, inputs, popts):
+    def predict_with(self, predictor, inputs, popts):
         import torch
         from transformers import set_seed
 
+        pipe = predictor  # the pipeline load_predictor made
         self.check_inputs(None, inputs, popts)
         limit = self._max_positions(pipe.model.config)
         for text in inputs:
@@ -557,7 +563,7 @@ class CausalLM(Task):
         tokenizer_source = o.tokenizer or (f"byte-level BPE trained on the training files ({len(tokenizer)} tokens)"
                                            if self.from_scratch else None)
         data = {"context_length": o.context_length, "pack": o.pack, "streaming": facts.streaming or o.streaming,
-                "config": o.config if self.from_scratch else None, "tokenizer": tokenizer_source,
+                "config": o.model_config if self.from_scratch else None, "tokenizer": tokenizer_source,
                 "filter_keywords": o.filter_keywords, "keyword_weighted_loss": o.keyword_weighted_loss,
                 "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer),
                 "architecture": model.config.model_type}

@@ -48,20 +48,21 @@ class Options:
                                          "test/ are splits); otherwise a .txt file holds one document per line.")
     train_split: list = opt([], "Source split(s) used as training text (default: train); repeat, e.g. "
                                 "--train-split train --train-split unsupervised for imdb.", multiple=True)
-    chunk_size: int = opt(128, "Tokens per block (capped at the model's maximum).")
+    chunk_size: int = opt(128, "Tokens per block (capped at the model's maximum).", min=1)
     masking: str = opt("random", "Mask single tokens, or all sub-tokens of a word together.",
                        choices=("random", "whole-word"))
     mlm_probability: float | None = opt(None, "Fraction of tokens (random) or words (whole-word) masked "
-                                              "[default: 0.15 for random, 0.2 for whole-word].")
+                                              "[default: 0.15 for random, 0.2 for whole-word].", above=0, below=1)
     mask_only: bool = opt(False, "Replace every masked token by the mask token (default: 80% mask token, "
                                  "10% random token, 10% unchanged).")
-    train_size: int = opt(0, "Keep N random training blocks (seeded by --split-seed; 0: all; the course: 10000).")
-    test_size: int = opt(0, "Keep N random blocks of each evaluation split (0: all; the course: 1000).")
+    train_size: int = opt(0, "Keep N random training blocks (seeded by --split-seed; 0: all; the course: 10000).",
+                          min=0)
+    test_size: int = opt(0, "Keep N random blocks of each evaluation split (0: all; the course: 1000).", min=0)
 
 
 @dataclass
 class PredictOptions(base.PredictOptions):
-    top_k: int = opt(5, "Number of candidates (fill-mask, classification).")
+    top_k: int = opt(5, "Number of candidates (fill-mask; at most the vocabulary).", min=1)
 
 
 @dataclass(frozen=True)
@@ -339,10 +340,11 @@ class MaskedLM(Task):
         return pipeline("fill-mask", model=model, tokenizer=tokenizer, device=inference_device(),
                         trust_remote_code=False)
 
-    def predict_with(self, pipe, inputs, popts):
+    def predict_with(self, predictor, inputs, popts):
         """The `top_k` best fillers of each mask; texts may write [MASK] or <mask> for the model's mask."""
+        pipe = predictor  # the pipeline load_predictor made
         tokenizer = pipe.tokenizer
-        texts = masked_texts(inputs, tokenizer.mask_token, popts.top_k)
+        texts = masked_texts(inputs, tokenizer, popts.top_k)
         for text, result in zip(texts, fill_sorted(pipe, texts, popts.batch_size, top_k=popts.top_k)):
             per_mask = result if result and isinstance(result[0], list) else [result]
             candidates = [[{"sequence": _strip_specials(c["sequence"], tokenizer), "token": c["token_str"],
@@ -355,10 +357,13 @@ class MaskedLM(Task):
                 "mlm_probability": self.probability, "mask_only": self.opts.mask_only}
 
 
-def masked_texts(inputs: list, mask: str, top_k: int) -> list[str]:
+def masked_texts(inputs: list, tokenizer, top_k: int) -> list[str]:
     """The texts with every spelling of the mask written as the model's mask token; each must have one."""
     if top_k < 1:
         raise NlpfitError(f"--top-k {top_k}: must be at least 1")
+    if top_k > len(tokenizer):
+        raise NlpfitError(f"--top-k {top_k}: more candidates than the model's vocabulary ({len(tokenizer)} tokens)")
+    mask = tokenizer.mask_token
     texts = []
     for n, text in enumerate(inputs, 1):
         if not isinstance(text, str):

@@ -43,10 +43,11 @@ TABLE_SUFFIXES = {".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".parquet"}
 
 @dataclass
 class Options:
-    max_length: int = opt(384, "Tokens per window (question + context + special tokens; 0: the model's maximum).")
-    stride: int = opt(128, "Tokens of context shared by consecutive windows of a long context.")
-    n_best: int = opt(20, "Start and end candidates per window considered by the post-processing.")
-    max_answer_length: int = opt(30, "Longest answer, in tokens.")
+    max_length: int = opt(384, "Tokens per window (question + context + special tokens; 0: the model's maximum).",
+                          min=0)
+    stride: int = opt(128, "Tokens of context shared by consecutive windows of a long context.", min=0)
+    n_best: int = opt(20, "Start and end candidates per window considered by the post-processing.", min=1)
+    max_answer_length: int = opt(30, "Longest answer, in tokens.", min=1)
     null_threshold: float = opt(0.0, "SQuAD 2.0: answer nothing when the null score beats the best span by more.")
     null_answers: str = opt("auto", "Allow empty answers (SQuAD 2.0); auto: when some training question has none.",
                             choices=("auto", "yes", "no"))
@@ -138,6 +139,8 @@ class QuestionAnswering(Task):
     default_split = (0.1, 0.1)
     main_metric = "f1"
     greater_is_better = True
+    search_space = {"lr": "1e-5:3e-4:log", "batch_size": "8,16,32", "warmup_ratio": "0:0.2", "weight_decay": "0:0.1",
+                    "epochs": "1,2,3"}
 
     # ---- 1. data ----------------------------------------------------------------------------
     def default_data(self) -> list[str]:

@@ -39,25 +39,35 @@ PIPELINE_FILE = "seq2seq_pipeline.py"
 
 
 # ---- options --------------------------------------------------------------------------------------
+def _whole_heads(dim: int) -> str | None:
+    """--scratch-dim splits into dim // 64 attention heads (one below 128): it must divide evenly."""
+    heads = max(1, dim // 64)
+    if dim % heads:
+        return f"a {dim}-wide model has {heads} heads, which do not divide it (e.g. {heads * 64} or {(heads + 1) * 64})"
+    return None
+
+
 @dataclass
 class Seq2SeqOptions:
-    max_source_length: int = opt(128, "Truncate sources to this many tokens.")
-    max_target_length: int = opt(128, "Truncate targets (labels) to this many tokens.")
+    max_source_length: int = opt(128, "Truncate sources to this many tokens.", min=1)
+    max_target_length: int = opt(128, "Truncate targets (labels) to this many tokens.", min=1)
     source_prefix: str = opt("", "Text put before every source, e.g. 'translate English to French: ' for T5.")
-    num_beams: int = opt(1, "Beams when generating for evaluation (1: greedy); saved in generation_config.")
-    max_new_tokens: int = opt(0, "Longest generation (0: --max-target-length); saved in generation_config.")
+    num_beams: int = opt(1, "Beams when generating for evaluation (1: greedy); saved in generation_config.", min=1)
+    max_new_tokens: int = opt(0, "Longest generation (0: --max-target-length); saved in generation_config.", min=0)
     filter: list = opt([], "Keep rows whose COLUMN is one of the values: COLUMN=V1,V2 (repeatable).", multiple=True)
     min_words: list = opt([], "Keep rows whose COLUMN has at least N words: COLUMN=N (repeatable).", multiple=True)
     dedupe: bool = opt(True, "Drop repeated pairs, and evaluation pairs whose source is also in train.")
-    vocab_size: int = opt(8000, "Vocabulary of the tokenizer trained for the from-scratch model (no --model).")
-    scratch_dim: int = opt(128, "Hidden size of the from-scratch model (64-dimensional heads, feed-forward 4x).")
-    scratch_layers: int = opt(2, "Encoder and decoder layers of the from-scratch model.")
+    vocab_size: int = opt(8000, "Vocabulary of the tokenizer trained for the from-scratch model (no --model; it "
+                                "holds every character of the training text).", min=100)
+    scratch_dim: int = opt(128, "Hidden size of the from-scratch model (64-dimensional heads, feed-forward 4x).",
+                            min=8, check=_whole_heads)
+    scratch_layers: int = opt(2, "Encoder and decoder layers of the from-scratch model.", min=1)
 
 
 @dataclass
 class PredictOptions(base.PredictOptions):
-    num_beams: int = opt(0, "Beams (0: the model's generation_config).")
-    max_new_tokens: int = opt(0, "Longest generation (0: the model's generation_config).")
+    num_beams: int = opt(0, "Beams (0: the model's generation_config).", min=0)
+    max_new_tokens: int = opt(0, "Longest generation (0: the model's generation_config).", min=0)
 
 
 # ---- decoding -----------------------------------------------------------------------------------------
@@ -89,6 +99,8 @@ class Seq2Seq(Task):
     PredictOptions = PredictOptions
     # measured on the Django catalogs with the from-scratch model (docs/seq2seq.md)
     defaults = {"lr": 1e-3, "warmup_ratio": 0.05, "epochs": 20.0, "batch_size": 32}
+    search_space = {"lr": "1e-4:3e-3:log", "batch_size": "16,32,64", "warmup_ratio": "0:0.1", "weight_decay": "0:0.1",
+                    "epochs": "10,20,30"}
     greater_is_better = True
     output_key = "generated_text"
     #: the default data's hold-out (validation, test)

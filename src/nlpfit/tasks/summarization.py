@@ -15,8 +15,8 @@ from nlpfit.tasks.seq2seq import Seq2Seq, Seq2SeqOptions, text_value
 
 @dataclass
 class SummarizationOptions(Seq2SeqOptions):
-    max_source_length: int = opt(512, "Truncate sources to this many tokens.")
-    max_target_length: int = opt(64, "Truncate targets (labels) to this many tokens.")
+    max_source_length: int = opt(512, "Truncate sources to this many tokens.", min=1)
+    max_target_length: int = opt(64, "Truncate targets (labels) to this many tokens.", min=1)
     text_column: str = opt("text", "Column of texts to summarize (e.g. review_body).")
     summary_column: str = opt("summary", "Column of reference summaries (e.g. review_title).")
     sentence_language: str = opt("en", "Language of pysbd's sentence rules, for ROUGE-Lsum and lead-3.")

@@ -39,7 +39,7 @@ class Options:
     label_column: str = opt("ner_tags", "Column of tags: ner_tags, pos_tags, chunk_tags or any other.")
     tokens_column: str = opt("tokens", "Column of words (JSON Lines/CSV/Parquet/hub data).")
     label_all_subtokens: bool = opt(True, "Label every sub-token of a word (B-X -> I-X); off: first sub-token only.")
-    max_length: int = opt(0, "Truncate sentences to this many tokens (0: the model's maximum, at most 512).")
+    max_length: int = opt(0, "Truncate sentences to this many tokens (0: the model's maximum, at most 512).", min=0)
 
 
 @dataclass
@@ -96,6 +96,9 @@ class TokenClassification(Task):
     defaults = {"lr": 2e-4, "warmup_ratio": 0.0, "epochs": 3.0, "batch_size": 16}
     main_metric = "f1"
     greater_is_better = True
+    # around the measured default: the small encoder's new head wants a larger learning rate
+    search_space = {"lr": "5e-5:1e-3:log", "batch_size": "8,16,32", "warmup_ratio": "0:0.2", "weight_decay": "0:0.1",
+                    "epochs": "2,3,4"}
 
     # ---- 1. data ----------------------------------------------------------------------------
     def default_data(self) -> list[str]:
@@ -314,7 +317,7 @@ class TokenClassification(Task):
     def load_predictor(self, out_dir):
         return load_pipeline(out_dir)
 
-    def predict_with(self, pipe, inputs, popts):
+    def predict_with(self, predictor, inputs, popts):
         """Entities of each text, offsets into the original text.
 
         Texts are tokenized in one call, sorted by length and run in padded batches under inference
@@ -322,6 +325,7 @@ class TokenClassification(Task):
         post-processing (scores, aggregation, offsets), so entities are exactly the pipeline's.  A
         text longer than the model's window is tagged in overlapping windows (`batched_logits`).
         """
+        pipe = predictor  # the pipeline load_predictor made
         self.check_inputs(None, inputs, popts)
         _, _, post = pipe._sanitize_parameters(aggregation_strategy=popts.aggregation)
         batch_size = popts.batch_size
