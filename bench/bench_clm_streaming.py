@@ -100,7 +100,7 @@ def main() -> None:
         return
 
     from nlpfit.data.code import DS_KEYWORDS, CodeCorpus, default_sources
-    from nlpfit.tokenizer_train import train_bpe
+    from nlpfit.tokenizer_training import train_bpe
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="nlpfit-bench-clm-"))
     sources = list(CodeCorpus(tuple(default_sources()), keywords=DS_KEYWORDS, validation=0.0).texts("train", limit=2000))

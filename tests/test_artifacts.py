@@ -56,3 +56,30 @@ def test_train_writes_the_run_report(task, tiny_models):
     import html
 
     assert html.escape(shown.strip()[:20]) in page  # the samples are on the page
+
+
+def test_a_model_that_cannot_predict_its_examples_keeps_its_run(tiny_bert, ner_data, tmp_path, run_cli,
+                                                                 monkeypatch):
+    """samples.json is a convenience: when predicting the examples fails, the run warns and is saved."""
+    from nlpfit.tasks.token_classification import TokenClassification
+
+    def broken(self, predictor, inputs, popts):
+        raise RuntimeError("The size of tensor a (342) must match the size of tensor b (128)")
+
+    monkeypatch.setattr(TokenClassification, "predict_with", broken)
+    out = tmp_path / "out"
+    res = run_cli("train", "ner", "--data", ner_data, "--model", tiny_bert, "--output", out, "--max-steps", 1)
+    assert res.code == 0, res.err
+    assert "warning: no samples.json: predicting the example inputs failed (The size of tensor a" in res.err
+    assert (out / "model.safetensors").is_file() and (out / "examples.json").is_file()
+    assert not (out / "samples.json").exists() and (out / "report.html").is_file()
+
+
+def test_clm_trains_on_its_own_mean_loss_on_both_engines():
+    """The causal LM hands the engines a loss function even without keyword weighting, so that Trainer
+    does not rescale the model's mean loss by its own count of label tokens."""
+    from nlpfit.config import RunConfig
+    from nlpfit.tasks import make_task
+
+    task = make_task(RunConfig(task="clm", data=["x"]))
+    assert task.loss_function(None) is not None

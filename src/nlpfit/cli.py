@@ -192,7 +192,9 @@ def _print_metrics(task, metrics: dict, title: str | None = None) -> None:
     table = task.metrics_table(metrics)
     if table:
         click.echo(table)
-    flat = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+    from nlpfit.metrics import summary
+
+    flat = summary(metrics)
     click.echo("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in flat.items()))
 
 

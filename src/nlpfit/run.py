@@ -16,7 +16,7 @@ from pathlib import Path
 
 from nlpfit import NlpfitError, __version__
 from nlpfit.config import FLAGS, EvaluateOptions, RunConfig, Where, check, save_json
-from nlpfit.log import info
+from nlpfit.log import info, warn
 
 
 # ---- the output folder: written aside, moved into place at the end -----------------------------
@@ -250,8 +250,13 @@ def write_examples(task, raw, folder: Path) -> None:
     if not examples:
         return
     save_json(folder / "examples.json", examples)
-    popts = predict_options(task, {})
-    rows = list(task.predict_with(task.load_predictor(str(folder)), examples[:SAMPLES], popts))
+    try:  # a convenience for the report: a model that cannot predict them keeps its run
+        popts = predict_options(task, {})
+        rows = list(task.predict_with(task.load_predictor(str(folder)), examples[:SAMPLES], popts))
+    except Exception as exc:  # noqa: BLE001 (any failure: one warning, no samples)
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        warn(f"no samples.json: predicting the example inputs failed ({msg})")
+        return
     save_json(folder / "samples.json", [{"input": x, "output": row} for x, row in zip(examples, rows)])
 
 
@@ -326,9 +331,9 @@ def evaluate(out_dir: str, data: list[str] | None, split: str, batch_size: int |
     from nlpfit.engines.loop import evaluate as run_eval
     from nlpfit.tasks import make_task
 
-    check(EvaluateOptions(data=list(data or []), split=split, batch_size=batch_size), where)
     from nlpfit.models import check_model_folder
 
+    check(EvaluateOptions(data=list(data or []), split=split, batch_size=batch_size), where)
     cfg, _ = load_run(out_dir)
     check_model_folder(out_dir)  # a damaged folder is reported before any data is read
     changes: dict = {}
@@ -370,11 +375,12 @@ def predict_options(task, values: dict, where: Where = FLAGS):
 
 
 def predict(out_dir: str, inputs: list, popts_values: dict, *, where: Where = FLAGS):
+    from nlpfit.models import check_model_folder
     from nlpfit.tasks import make_task
 
-    from nlpfit.models import check_model_folder
-
     cfg, _ = load_run(out_dir)
-    check_model_folder(out_dir)
     task = make_task(cfg)
-    return task.predict(out_dir, inputs, predict_options(task, popts_values, where))
+    popts = predict_options(task, popts_values, where)  # the options and inputs first, then the folder's files
+    task.check_inputs(out_dir, inputs, popts)
+    check_model_folder(out_dir)
+    return task.predict_with(task.load_predictor(out_dir), inputs, popts)

@@ -1,1 +1,1 @@
-"""What a run leaves beside the model: metrics.json, run.json and the model card (README.md)."""
+"""Reports of a run: the model card (`card.py`, OUT/README.md) and the run report page (`html.py`, OUT/report.html)."""

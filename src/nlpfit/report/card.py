@@ -17,8 +17,9 @@ def model_card(task, cfg, metrics: dict, task_data: dict, custom_pipeline: bool 
 
     name = cfg.out.name
     base_model = cfg.model
-    eval_m = {k: v for k, v in (metrics.get("eval") or {}).items() if not isinstance(v, (dict, list))}
-    test_m = {k: v for k, v in (metrics.get("test") or {}).items() if not isinstance(v, (dict, list))}
+    from nlpfit.metrics import summary
+
+    eval_m, test_m = summary(metrics.get("eval") or {}), summary(metrics.get("test") or {})
     meta = ["---", "library_name: transformers", f"pipeline_tag: {task.pipeline}", "tags:", "- nlpfit",
             f"- {cfg.task}"]
     if cfg.data and not any(s.startswith(("/", ".")) for s in cfg.data):

@@ -31,12 +31,12 @@ from typing import Any, Callable, ClassVar, Iterable
 from nlpfit.config import opt
 
 
-@dataclass
+@dataclass(frozen=True)
 class NoOptions:
     pass
 
 
-@dataclass
+@dataclass(frozen=True)
 class PredictOptions:
     """Options every task's prediction takes; a task's PredictOptions adds its own fields."""
 

@@ -38,7 +38,7 @@ DEFAULT_NEW_TOKENS = 64
 STREAM_BATCH = 32  # files tokenized at once when streaming
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
     tokenizer: str | None = opt(None, "Tokenizer folder or hub id (default: --model's, or a byte-level BPE trained "
                                       "on the training files first).")
@@ -65,7 +65,7 @@ class Options:
                                  "(256 bytes, the end-of-text token, merges).", min=258)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PredictOptions(base.PredictOptions):
     max_new_tokens: int = opt(0, "Tokens to generate (0: the model's generation_config; 64 for models trained here).",
                               min=0)
@@ -137,6 +137,11 @@ def keyword_token_ids(tokenizer, keywords: list[str]) -> list[int]:
         raise NlpfitError(f"--keyword-weighted-loss {','.join(keywords)}: none of these is a single token of the "
                           "tokenizer")
     return sorted(set(ids))
+
+
+def model_loss(model, batch):
+    """The model's own loss: the mean next-token cross-entropy of the batch."""
+    return model(**batch).loss
 
 
 # ---- features -----------------------------------------------------------------------------------------
@@ -472,9 +477,11 @@ class CausalLM(Task):
 
     # ---- 4. loss and evaluation ---------------------------------------------------------------
     def loss_function(self, tokenizer):
-        """With --keyword-weighted-loss, the course's keytoken-weighted loss; else the model's own."""
+        """With --keyword-weighted-loss, the course's keytoken-weighted loss; else the model's own mean
+        token loss (returned here rather than None, so that Trainer does not rescale it by its own count
+        of label tokens, which includes the first position a causal LM never predicts)."""
         if not self.opts.keyword_weighted_loss:
-            return None
+            return model_loss
         from nlpfit.data.code import parse_keywords
 
         keytoken_ids = keyword_token_ids(tokenizer, parse_keywords(self.opts.keyword_weighted_loss))
@@ -502,7 +509,8 @@ class CausalLM(Task):
 
     # ---- 5. prediction --------------------------------------------------------------------------
     def example_inputs(self, raw, n):
-        """Prompts: the first lines of held-out files (up to 3 lines, 200 characters)."""
+        """Prompts: the first lines of held-out files (up to 3 lines, 200 characters; prediction keeps
+        what fits the model's positions)."""
         prompts = []
         for row in raw.select(range(min(len(raw), 4 * n))):
             lines = [line for line in row["content"].splitlines() if line.strip()][:3]

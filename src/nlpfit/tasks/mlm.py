@@ -41,7 +41,7 @@ EVAL_MASK_SEED = 20_240_607
 MASK_SPELLINGS = ("[MASK]", "<mask>")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
     text_column: str = opt("text", "Column of text (JSON Lines/CSV/Parquet/hub data).")
     document_per_file: bool = opt(False, "--data folders hold one document per file (sub-folders train/, dev/, "
@@ -60,7 +60,7 @@ class Options:
     test_size: int = opt(0, "Keep N random blocks of each evaluation split (0: all; the course: 1000).", min=0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PredictOptions(base.PredictOptions):
     top_k: int = opt(5, "Number of candidates (fill-mask; at most the vocabulary).", min=1)
 
@@ -329,7 +329,7 @@ class MaskedLM(Task):
         return out
 
     def check_inputs(self, out_dir, inputs, popts):
-        masked_texts(inputs, load_tokenizer(out_dir, option=None).mask_token, popts.top_k)
+        masked_texts(inputs, load_tokenizer(out_dir, option=None), popts.top_k)
 
     def load_predictor(self, out_dir):
         from transformers import pipeline

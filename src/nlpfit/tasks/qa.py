@@ -41,7 +41,7 @@ PIPELINE_FILE = "qa_pipeline.py"  # copied into OUT so that transformers.pipelin
 TABLE_SUFFIXES = {".jsonl", ".json", ".ndjson", ".csv", ".tsv", ".parquet"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
     max_length: int = opt(384, "Tokens per window (question + context + special tokens; 0: the model's maximum).",
                           min=0)
@@ -54,7 +54,7 @@ class Options:
     fix_answer_starts: bool = opt(False, "Move a wrong answer_start to the occurrence of the answer text nearest it.")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PredictOptions(base.PredictOptions):
     question: str | None = opt(None, "Question answering: the question (with --context).")
     context: str | None = opt(None, "Question answering: the context that holds the answer (with --question).")

@@ -47,7 +47,7 @@ def _whole_heads(dim: int) -> str | None:
     return None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Seq2SeqOptions:
     max_source_length: int = opt(128, "Truncate sources to this many tokens.", min=1)
     max_target_length: int = opt(128, "Truncate targets (labels) to this many tokens.", min=1)
@@ -64,7 +64,7 @@ class Seq2SeqOptions:
     scratch_layers: int = opt(2, "Encoder and decoder layers of the from-scratch model.", min=1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PredictOptions(base.PredictOptions):
     num_beams: int = opt(0, "Beams (0: the model's generation_config).", min=0)
     max_new_tokens: int = opt(0, "Longest generation (0: the model's generation_config).", min=0)

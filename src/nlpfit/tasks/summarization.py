@@ -13,7 +13,7 @@ from nlpfit.config import opt
 from nlpfit.tasks.seq2seq import Seq2Seq, Seq2SeqOptions, text_value
 
 
-@dataclass
+@dataclass(frozen=True)
 class SummarizationOptions(Seq2SeqOptions):
     max_source_length: int = opt(512, "Truncate sources to this many tokens.", min=1)
     max_target_length: int = opt(64, "Truncate targets (labels) to this many tokens.", min=1)

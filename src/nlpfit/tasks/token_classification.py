@@ -34,7 +34,7 @@ BIO = re.compile(r"^(O|[BIES]-.+)$")
 TABLE_SUFFIXES = {".jsonl", ".json", ".ndjson", ".csv", ".parquet"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
     label_column: str = opt("ner_tags", "Column of tags: ner_tags, pos_tags, chunk_tags or any other.")
     tokens_column: str = opt("tokens", "Column of words (JSON Lines/CSV/Parquet/hub data).")
@@ -42,7 +42,7 @@ class Options:
     max_length: int = opt(0, "Truncate sentences to this many tokens (0: the model's maximum, at most 512).", min=0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PredictOptions(base.PredictOptions):
     aggregation: str = opt("simple", "How sub-token predictions form entities.",
                            choices=("simple", "first", "average", "max", "none"))

@@ -21,7 +21,7 @@ from nlpfit.log import warn
 from nlpfit.tasks.seq2seq import Seq2Seq, Seq2SeqOptions, text_value
 
 
-@dataclass
+@dataclass(frozen=True)
 class TranslationOptions(Seq2SeqOptions):
     source_lang: str = opt("en", "Source language (key of the translation dict, or column name).")
     target_lang: str = opt("fr", "Target language (key of the translation dict, or column name).")
