@@ -47,8 +47,9 @@ def _train_command(name: str) -> click.Command:
     def callback(**kwargs):
         from nlpfit.run import train
 
-        common_values = {k: v for k, v in kwargs.items() if k in common_names}
-        cfg = RunConfig(**{**common_values, "data": list(common_values["data"])}, task=name,
+        # repeatable options arrive as tuples: lists, as run.json stores them
+        common_values = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items() if k in common_names}
+        cfg = RunConfig(**common_values, task=name,
                         task_options={f.name: kwargs[f.name] for f in task_fields})
         result = train(cfg)
         metrics = result["metrics"]
@@ -318,6 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # an unknown option, a value outside its choices: one line
+        click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(2)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -19,13 +19,18 @@ from nlpfit.log import info
 
 # ---- the output folder: written aside, moved into place at the end -----------------------------
 class OutputDir:
-    """OUT is built in a hidden sibling folder (with the checkpoints) and moved into place when
-    complete, so a crash never leaves half a model; `--resume` finds the checkpoints there."""
+    """OUT is built in a hidden sibling folder (with the checkpoints and the trackers' event files)
+    and moved into place when complete, so a crash never leaves half a model; `--resume` finds the
+    checkpoints there, and the event files written before the interruption."""
 
     def __init__(self, out: Path, overwrite: bool, resume: bool, is_main: bool = True):
+        from nlpfit.engines import checkpoints
+
         self.out = out
         self.work = out.parent / f".{out.name}.nlpfit-tmp"
         self.checkpoints = self.work / "checkpoints"
+        self.runs = self.work / "runs"  # TensorBoard event files: OUT/runs/ in the end
+        self.uploads = self.work / "uploads"  # checkpoints waiting for their --hub-strategy every-save upload
         self.staging = self.work / "final"
         if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
             raise NlpfitError(f"--output {out}: already exists and is not empty (add --overwrite to replace it)")
@@ -33,11 +38,15 @@ class OutputDir:
             if self.work.exists() and not resume:
                 shutil.rmtree(self.work)
             self.checkpoints.mkdir(parents=True, exist_ok=True)
-            if self.staging.exists():
-                shutil.rmtree(self.staging)
+            checkpoints.clear_partial(self.checkpoints)  # what a killed run was writing
+            for folder in (self.staging, self.uploads):
+                if folder.exists():
+                    shutil.rmtree(folder)
             self.staging.mkdir()
 
     def commit(self) -> None:
+        if self.runs.exists():
+            os.replace(self.runs, self.staging / "runs")
         backup = None
         if self.out.exists():
             backup = self.out.parent / f".{self.out.name}.nlpfit-old"
@@ -99,6 +108,21 @@ def limit_samples(raw, cfg: RunConfig):
     return out
 
 
+def check_train_options(cfg: RunConfig) -> None:
+    """The run's numeric and tracker options, checked before anything loads (one error line)."""
+    from nlpfit.engines import tracking
+
+    if cfg.logging_steps < 1:
+        raise NlpfitError(f"--logging-steps {cfg.logging_steps}: must be at least 1")
+    if cfg.save_steps < 0:
+        raise NlpfitError(f"--save-steps {cfg.save_steps}: must be at least 0 (0: a checkpoint every epoch)")
+    if cfg.save_total_limit < 1:
+        raise NlpfitError(f"--save-total-limit {cfg.save_total_limit}: must be at least 1")
+    if cfg.hub_strategy != "end" and not cfg.push_to_hub:
+        raise NlpfitError(f"--hub-strategy {cfg.hub_strategy}: needs --push-to-hub")
+    tracking.check(cfg.report_to)
+
+
 def train(cfg: RunConfig) -> dict:
     from accelerate import PartialState
 
@@ -107,6 +131,7 @@ def train(cfg: RunConfig) -> dict:
     from nlpfit.report.card import model_card
     from nlpfit.tasks import make_task
 
+    check_train_options(cfg)
     state = PartialState(cpu=cpu_distributed())
     cfg = resolve(cfg)
     task = make_task(cfg)
@@ -121,8 +146,14 @@ def train(cfg: RunConfig) -> dict:
     model, tokenizer = task.build(raw, facts)
     features, facts = task.preprocess(raw, tokenizer, model.config, facts, training=True)
 
-    result = engine(task, cfg, model, tokenizer, features, raw, facts, out.checkpoints)
-    metrics = {"train": result.train, "eval": result.eval, "history": result.history}
+    uploads = None
+    if cfg.push_to_hub and cfg.hub_strategy == "every-save" and state.is_main_process:
+        from nlpfit.hub import CheckpointUploads
+
+        uploads = CheckpointUploads(cfg, out.uploads)
+    result = engine(task, cfg, model, tokenizer, features, raw, facts, out.checkpoints, runs_dir=out.runs,
+                    on_checkpoint=uploads)
+    metrics = {"train": result.train, "eval": result.eval, "history": result.history, "log": result.log}
     predictions = result.predictions
     if "test" in features:
         test = run_eval(task, result.model, tokenizer, features["test"], raw["test"], facts, cfg.eval_batch_size,
@@ -144,10 +175,14 @@ def train(cfg: RunConfig) -> dict:
         (out.staging / "README.md").write_text(model_card(task, cfg, metrics, task_data, custom_pipeline=custom),
                                                encoding="utf-8")
         task.extra_artifacts(out.staging, predictions)
+        if uploads is not None:
+            uploads.wait()  # the checkpoints' uploads read the spool inside the temp folder
         out.commit()
         info(f"saved {cfg.out}")
     state.wait_for_everyone()
     if cfg.push_to_hub and state.is_main_process:
+        from nlpfit.hub import push
+
         push(cfg)
     return {"metrics": metrics, "task": task, "config": cfg}
 
@@ -157,20 +192,6 @@ def data_sources(cfg: RunConfig) -> list[dict]:
     from nlpfit.data.catalog import resolved_source
 
     return [resolved_source(spec, cfg.data_config) or {"spec": spec} for spec in cfg.data]
-
-
-def push(cfg: RunConfig) -> None:
-    from huggingface_hub import HfApi
-
-    repo = cfg.hub_model_id or cfg.out.name
-    try:
-        api = HfApi()
-        url = api.create_repo(repo, exist_ok=True).repo_id
-        api.upload_folder(folder_path=str(cfg.out), repo_id=url, commit_message="nlpfit: upload model")
-    except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NlpfitError(f"--push-to-hub: {cfg.out} is saved, but the upload to {repo} failed: {msg}") from None
-    info(f"pushed {cfg.out} to https://huggingface.co/{url}")
 
 
 # ---- using a trained model ------------------------------------------------------------------------
