@@ -60,15 +60,17 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def start(args, tmp_path: Path, slow_save_from: int | None = None) -> subprocess.Popen:
+def start(args, tmp_path: Path, slow_save_from: int | None = None, launch: list | None = None) -> subprocess.Popen:
+    """`nlpfit ARGS` in a new process group (with `launch`: under `accelerate launch LAUNCH`)."""
     if slow_save_from is not None:
         runner = tmp_path / "slow_save.py"
         runner.write_text(SLOW_SAVE)
-        cmd = [sys.executable, str(runner), str(slow_save_from)]
+        cmd = [str(runner), str(slow_save_from)]
     else:
-        cmd = [sys.executable, "-m", "nlpfit"]
+        cmd = ["-m", "nlpfit"]
+    cmd = [sys.executable, *(["-m", "accelerate.commands.launch", *map(str, launch)] if launch else []), *cmd]
     return subprocess.Popen(cmd + [str(a) for a in args], env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=open(tmp_path / "killed.err", "ab"))
+                            stderr=open(tmp_path / "killed.err", "ab"), start_new_session=True)
 
 
 def wait_for(proc: subprocess.Popen, found, timeout: float = 240) -> Path:
@@ -85,7 +87,8 @@ def wait_for(proc: subprocess.Popen, found, timeout: float = 240) -> Path:
 
 
 def sigkill(proc: subprocess.Popen) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
+    """SIGKILL to the run's processes (a launcher and its workers: the whole process group)."""
+    os.killpg(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
 
 
@@ -198,3 +201,29 @@ def test_streamed_training_resumes_at_its_position_in_the_stream(engine, code_di
 
 def checkpoints_in(folder: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in folder.glob("checkpoint-*"))
+
+
+def test_two_processes_under_accelerate_launch_resume_exactly(tiny_bert, ner_data, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` on this CPU machine: two processes (gloo), each
+    saving its own RNG state in the checkpoint; killed during a save, resumed with two processes, the
+    run ends as the uninterrupted two-process run."""
+    args = ["train", "ner", "--data", ner_data, "--model", tiny_bert, "--epochs", 2, "--batch-size", 8, "--lr", 3e-3,
+            "--seed", 7, "--save-steps", 3, "--logging-steps", 2]  # 10 steps per epoch on two processes
+
+    def launch(port):
+        return ["--multi_gpu", "--num_processes", 2, "--main_process_port", port]
+
+    full, out = tmp_path / "full", tmp_path / "out"
+    assert start(args + ["--output", full], tmp_path, launch=launch(29641)).wait(timeout=300) == 0
+    assert json.loads((full / "metrics.json").read_text())["train"]["num_processes"] == 2
+    ckpts = tmp_path / ".out.nlpfit-tmp" / "checkpoints"
+    proc = start(args + ["--output", out], tmp_path, slow_save_from=9, launch=launch(29642))
+    wait_for(proc, lambda: next((ckpts / ".partial").glob("checkpoint-9"), None))
+    time.sleep(0.3)
+    sigkill(proc)
+    assert checkpoints_in(ckpts) == [6]
+    assert {p.name for p in (ckpts / "checkpoint-6").glob("random_states_*")} == {"random_states_0.pkl",
+                                                                               "random_states_1.pkl"}
+    proc = start(args + ["--output", out, "--resume"], tmp_path, launch=launch(29643))
+    assert proc.wait(timeout=300) == 0, (tmp_path / "killed.err").read_text()[-3000:]
+    assert_same_run(full, out)
