@@ -204,18 +204,21 @@ def checkpoints_in(folder: Path) -> list[int]:
 
 
 def test_two_processes_under_accelerate_launch_resume_exactly(tiny_bert, ner_data, tmp_path):
-    """`accelerate launch --multi_gpu --num_processes 2` on this CPU machine: two processes (gloo), each
-    saving its own RNG state in the checkpoint; killed during a save, resumed with two processes, the
-    run ends as the uninterrupted two-process run."""
+    """`accelerate launch --multi_gpu --num_processes 2` on this CPU machine starts two processes (gloo),
+    each saving its own RNG state in the checkpoint; killed during a save and resumed with two
+    processes, the run ends as the uninterrupted one, which ran as two "machines" of one process each
+    (`--num_machines 2 --machine_rank 0|1`, the multi-node recipe, on 127.0.0.1)."""
     args = ["train", "ner", "--data", ner_data, "--model", tiny_bert, "--epochs", 2, "--batch-size", 8, "--lr", 3e-3,
             "--seed", 7, "--save-steps", 3, "--logging-steps", 2]  # 10 steps per epoch on two processes
+    full, out = tmp_path / "full", tmp_path / "out"
+    nodes = [start(args + ["--output", full], tmp_path,
+                   launch=["--multi_gpu", "--num_machines", 2, "--num_processes", 2, "--machine_rank", rank,
+                           "--main_process_ip", "127.0.0.1", "--main_process_port", 29641]) for rank in (0, 1)]
+    assert [node.wait(timeout=300) for node in nodes] == [0, 0], (tmp_path / "killed.err").read_text()[-3000:]
 
     def launch(port):
         return ["--multi_gpu", "--num_processes", 2, "--main_process_port", port]
 
-    full, out = tmp_path / "full", tmp_path / "out"
-    assert start(args + ["--output", full], tmp_path, launch=launch(29641)).wait(timeout=300) == 0
-    assert json.loads((full / "metrics.json").read_text())["train"]["num_processes"] == 2
     ckpts = tmp_path / ".out.nlpfit-tmp" / "checkpoints"
     proc = start(args + ["--output", out], tmp_path, slow_save_from=9, launch=launch(29642))
     wait_for(proc, lambda: next((ckpts / ".partial").glob("checkpoint-9"), None))
@@ -226,4 +229,6 @@ def test_two_processes_under_accelerate_launch_resume_exactly(tiny_bert, ner_dat
                                                                                "random_states_1.pkl"}
     proc = start(args + ["--output", out, "--resume"], tmp_path, launch=launch(29643))
     assert proc.wait(timeout=300) == 0, (tmp_path / "killed.err").read_text()[-3000:]
+    for folder in (full, out):
+        assert json.loads((folder / "metrics.json").read_text())["train"]["num_processes"] == 2
     assert_same_run(full, out)

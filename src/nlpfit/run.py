@@ -160,8 +160,9 @@ def train(cfg: RunConfig) -> dict:
                         result.accelerator, desc="evaluating (test)")
         metrics["test"], predictions = test.metrics, test.predictions
 
+    weights = result.accelerator.get_state_dict(result.model)  # on every process: FSDP gathers its shards
     if state.is_main_process:
-        result.model.save_pretrained(out.staging)
+        result.model.save_pretrained(out.staging, state_dict=weights)
         tokenizer.save_pretrained(out.staging)
         task_data = task.card_data(facts, result.model, tokenizer)
         save_json(out.staging / "metrics.json", metrics)

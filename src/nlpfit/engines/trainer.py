@@ -68,8 +68,11 @@ def trainer_class(base):
             self.keep, self.on_checkpoint = keep, on_checkpoint
             self.last_eval: dict = {}
             self.last_predictions = None
-            if loss_fn is not None:
-                self.model_accepts_loss_kwargs = False  # the task's loss is a mean: let Trainer scale it
+            # every micro-batch's loss is its mean, divided by --grad-accum and averaged over processes, as on
+            # the accelerate engine: for a model whose forward takes **kwargs, Trainer would otherwise multiply
+            # the loss by the number of processes and skip that division, whether or not the model's loss
+            # uses num_items_in_batch (BERT's does not: two processes doubled its loss and gradients)
+            self.model_accepts_loss_kwargs = False
 
         @property
         def history(self) -> list[dict]:
