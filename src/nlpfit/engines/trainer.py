@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from transformers import ProgressCallback, TrainerCallback
 
 from nlpfit.engines import TrainResult, checkpoints, tracking
@@ -55,6 +56,27 @@ class Progress(ProgressCallback):
                                           tok_s=f"{logs.get('tokens_per_second') or 0:.0f}")
 
 
+def epoch_seeded(sampler, seed: int):
+    """Trainer's length-grouped sampler with its order drawn from (seed, epoch) instead of the global RNG,
+    whose state at an epoch's start no checkpoint keeps: a run resumed in its second epoch then sees that
+    epoch's order (the trainer's loader sets the epoch on it, as on a distributed sampler)."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        epoch = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + self.epoch)
+            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+    if not isinstance(sampler, LengthGroupedSampler):
+        return sampler  # (a random sampler is already seeded per epoch: accelerate's seedable sampler)
+    return EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths)
+
+
 def trainer_class(base):
     class NlpfitTrainer(base):
         """`base` with the task's loss, the task's evaluation and nlpfit's checkpoints and figures."""
@@ -93,6 +115,9 @@ def trainer_class(base):
         def log_lines(self) -> list[dict]:
             """metrics.json's `log`: the log history's training lines."""
             return [{k: h.get(k) for k in LOG_KEYS} for h in self.state.log_history if "loss" in h]
+
+        def _get_train_sampler(self, train_dataset=None):
+            return epoch_seeded(super()._get_train_sampler(train_dataset), self.args.data_seed)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs or self.loss_fn is None:
