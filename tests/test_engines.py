@@ -25,28 +25,17 @@ def test_resume_gives_the_same_weights(engine, tiny_bert, ner_data, tmp_path, ru
     full = tmp_path / "full"
     assert run_cli(*_train_args(tiny_bert, ner_data, full, engine)).code == 0
 
-    # interrupt the second run right after its first checkpoint (end of epoch 1)
+    # interrupt the second run (Ctrl-C) right after its first checkpoint is in place (end of epoch 1)
     out = tmp_path / "resumed"
-    if engine == "accelerate":
-        import nlpfit.engines.accelerate as eng
+    import nlpfit.engines.checkpoints as checkpoints
 
-        original = eng.save_checkpoint
+    original = checkpoints.publish
 
-        def save_then_crash(*a, **k):
-            original(*a, **k)
-            raise KeyboardInterrupt
+    def publish_then_interrupt(*a, **k):
+        original(*a, **k)
+        raise KeyboardInterrupt
 
-        monkeypatch.setattr(eng, "save_checkpoint", save_then_crash)
-    else:
-        from transformers import Trainer
-
-        original = Trainer._save_checkpoint
-
-        def save_then_crash(self, *a, **k):
-            original(self, *a, **k)
-            raise KeyboardInterrupt
-
-        monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_crash)
+    monkeypatch.setattr(checkpoints, "publish", publish_then_interrupt)
     assert run_cli(*_train_args(tiny_bert, ner_data, out, engine)).code == 130
     assert not out.exists()
     assert list((tmp_path / ".resumed.nlpfit-tmp" / "checkpoints").glob("checkpoint-*"))

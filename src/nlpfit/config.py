@@ -88,9 +88,18 @@ class RunConfig:
     split_seed: int = opt(42, "Seed of the deterministic validation/test hold-out.", min=0, max=SEED_MAX)
     max_train_samples: int = opt(0, "Use only the first N training examples (0: all).", min=0)
     max_eval_samples: int = opt(0, "Use only the first N evaluation examples (0: all).", min=0)
-    resume: bool = opt(False, "Continue an interrupted run from its last checkpoint.")
+    logging_steps: int = opt(10, "Log loss, learning rate, gradient norm and tokens/s every N optimizer steps "
+                                 "(metrics.json's log, the trackers, the progress bar).", min=1)
+    report_to: list = opt([], "Send the logged figures to a tracker (repeat for several); tensorboard writes "
+                              "OUT/runs/.", multiple=True, choices=("none", "tensorboard", "wandb", "mlflow"))
+    save_steps: int = opt(0, "Save a checkpoint every N optimizer steps (0: at the end of every epoch).", min=0)
+    save_total_limit: int = opt(1, "Checkpoints kept while training: the newest K.", min=1)
+    resume: bool = opt(False, "Continue an interrupted run from its newest complete checkpoint.")
     push_to_hub: bool = opt(False, "Upload OUT to the Hugging Face Hub after saving it.")
     hub_model_id: str | None = opt(None, "Hub repository for --push-to-hub (default: the OUT folder name).")
+    hub_strategy: str = opt("end", "With --push-to-hub: end uploads OUT once saved; every-save also uploads each "
+                                   "checkpoint in the background (the repository's last-checkpoint/).",
+                            choices=("end", "every-save"))
     # filled in by the run, not by flags
     task: str = field(default="", metadata={"internal": True})
     #: the task's Options dataclass instance (`tasks.typed_config` turns a dict of values into it)

@@ -259,7 +259,9 @@ def run_config(task: str, values: dict) -> RunConfig:
 
     common_names = {f.name for f in cli_fields(RunConfig)}
     cls = task_class(task)
-    common = {**cls.defaults, **{k: v for k, v in values.items() if k in common_names}}
+    # repeatable options arrive from click as tuples: lists, as run.json stores them
+    common = {**cls.defaults, **{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()
+                                 if k in common_names}}
     if isinstance(common.get("data"), (str, Path)):
         common["data"] = [common["data"]]
     common["data"] = [str(d) for d in common.get("data") or []]

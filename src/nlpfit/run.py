@@ -56,8 +56,9 @@ def has_checkpoint(folder: Path) -> bool:
 
 
 class OutputDir:
-    """OUT is built in a hidden sibling folder (with the checkpoints) and moved into place when
-    complete, so a crash never leaves half a model; `--resume` finds the checkpoints there.
+    """OUT is built in a hidden sibling folder (with the checkpoints and the trackers' event files)
+    and moved into place when complete, so a crash never leaves half a model; `--resume` finds the
+    checkpoints there, and the event files written before the interruption.
 
     Making the object only checks OUT (`check_output`); `start` makes the hidden folder when training
     starts, and a failed run calls `abandon`: the hidden folder goes, unless it holds the checkpoint
@@ -68,18 +69,24 @@ class OutputDir:
         self.out = out
         self.work = out.parent / f".{out.name}.nlpfit-tmp"
         self.checkpoints = self.work / "checkpoints"
+        self.runs = self.work / "runs"  # TensorBoard event files: OUT/runs/ in the end
+        self.uploads = self.work / "uploads"  # checkpoints waiting for their --hub-strategy every-save upload
         self.staging = self.work / "final"
         self.resume, self.is_main = resume, is_main
 
     def start(self) -> None:
+        from nlpfit.engines import checkpoints
+
         if not self.is_main:
             return
         try:
             if self.work.exists() and not self.resume:
                 shutil.rmtree(self.work)
             self.checkpoints.mkdir(parents=True, exist_ok=True)
-            if self.staging.exists():
-                shutil.rmtree(self.staging)
+            checkpoints.clear_partial(self.checkpoints)  # what a killed run was writing
+            for folder in (self.staging, self.uploads):
+                if folder.exists():
+                    shutil.rmtree(folder)
             self.staging.mkdir()
         except OSError as exc:
             self.abandon()
@@ -98,6 +105,8 @@ class OutputDir:
         info(f"kept the checkpoints in {self.checkpoints}: run the same command with --resume to continue")
 
     def commit(self) -> None:
+        if self.runs.exists():
+            os.replace(self.runs, self.staging / "runs")
         backup = None
         if self.out.exists():
             backup = self.out.parent / f".{self.out.name}.nlpfit-old"
@@ -159,11 +168,21 @@ def limit_samples(raw, cfg: RunConfig):
     return out
 
 
+def check_tracking(cfg: RunConfig) -> None:
+    """--hub-strategy and --report-to, checked before anything loads (one error line)."""
+    from nlpfit.engines import tracking
+
+    if cfg.hub_strategy != "end" and not cfg.push_to_hub:
+        raise NlpfitError(f"--hub-strategy {cfg.hub_strategy}: needs --push-to-hub")
+    tracking.check(cfg.report_to)
+
+
 def train(cfg: RunConfig, *, where: Where = FLAGS, on_evaluate=None) -> dict:
     """Train a model as `cfg` says and save it in `cfg.output`: the metrics, the task and the
     resolved configuration.  `on_evaluate(step, metrics) -> bool` (optional) is called after every
     evaluation with its flat metrics; it returns whether to stop training there (the sweep's pruning)."""
     check(cfg, where)
+    check_tracking(cfg)
     from accelerate import PartialState
 
     from nlpfit.engines import get_engine
@@ -194,6 +213,8 @@ def train(cfg: RunConfig, *, where: Where = FLAGS, on_evaluate=None) -> dict:
         raise
     state.wait_for_everyone()
     if cfg.push_to_hub and state.is_main_process:
+        from nlpfit.hub import push
+
         push(cfg)
     return {"metrics": metrics, "task": task, "config": cfg}
 
@@ -205,16 +226,23 @@ def _train_and_save(task, cfg, engine, model, tokenizer, features, raw, facts, o
     from nlpfit.report.card import model_card
     from nlpfit.report.html import write_report
 
-    result = engine(task, cfg, model, tokenizer, features, raw, facts, out.checkpoints, on_evaluate=on_evaluate)
-    metrics = {"train": result.train, "eval": result.eval, "history": result.history}
+    uploads = None
+    if cfg.push_to_hub and cfg.hub_strategy == "every-save" and state.is_main_process:
+        from nlpfit.hub import CheckpointUploads
+
+        uploads = CheckpointUploads(cfg, out.uploads)
+    result = engine(task, cfg, model, tokenizer, features, raw, facts, out.checkpoints, runs_dir=out.runs,
+                    on_checkpoint=uploads, on_evaluate=on_evaluate)
+    metrics = {"train": result.train, "eval": result.eval, "history": result.history, "log": result.log}
     predictions = result.predictions
     if "test" in features:
         test = run_eval(task, result.model, tokenizer, features["test"], raw["test"], facts, cfg.eval_batch_size,
                         result.accelerator, desc="evaluating (test)")
         metrics["test"], predictions = test.metrics, test.predictions
 
+    weights = result.accelerator.get_state_dict(result.model)  # on every process: FSDP gathers its shards
     if state.is_main_process:
-        result.model.save_pretrained(out.staging)
+        result.model.save_pretrained(out.staging, state_dict=weights)
         tokenizer.save_pretrained(out.staging)
         task_data = task.card_data(facts, result.model, tokenizer)
         save_json(out.staging / "metrics.json", metrics)
@@ -231,6 +259,8 @@ def _train_and_save(task, cfg, engine, model, tokenizer, features, raw, facts, o
         task.extra_artifacts(out.staging, predictions)
         write_examples(task, raw, out.staging)
         write_report(out.staging)
+        if uploads is not None:
+            uploads.wait()  # the checkpoints' uploads read the spool inside the temp folder
         out.commit()
         info(f"saved {cfg.out}")
     return metrics
@@ -272,20 +302,6 @@ def data_sources(cfg: RunConfig) -> list[dict]:
     from nlpfit.data.catalog import resolved_source
 
     return [resolved_source(spec, cfg.data_config) or {"spec": spec} for spec in cfg.data]
-
-
-def push(cfg: RunConfig) -> None:
-    from huggingface_hub import HfApi
-
-    repo = cfg.hub_model_id or cfg.out.name
-    try:
-        api = HfApi()
-        url = api.create_repo(repo, exist_ok=True).repo_id
-        api.upload_folder(folder_path=str(cfg.out), repo_id=url, commit_message="nlpfit: upload model")
-    except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NlpfitError(f"--push-to-hub: {cfg.out} is saved, but the upload to {repo} failed: {msg}") from None
-    info(f"pushed {cfg.out} to https://huggingface.co/{url}")
 
 
 # ---- using a trained model ------------------------------------------------------------------------

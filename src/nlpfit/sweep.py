@@ -426,7 +426,7 @@ def run_sweep(cfg: RunConfig, sopts: SweepOptions, *, where: Where = FLAGS, fixe
         work(out)
     summary = finish(out)
     if cfg.push_to_hub and summary["best"]:  # the trials never upload; the best model does
-        from nlpfit.run import push
+        from nlpfit.hub import push
 
         push(cfg.replace(output=str(out / "best"), hub_model_id=cfg.hub_model_id or out.name))
     return summary

@@ -1,7 +1,13 @@
 """Training engines: `trainer` (transformers.Trainer) and `accelerate` (our own loop).
 
 Both take the same arguments, use the task's hooks for loss and evaluation, evaluate with the same
-loop (`loop.evaluate`), and return the same `TrainResult`.
+loop (`loop.evaluate`), write the same checkpoints (`checkpoints`), send the same figures to the
+trackers (`tracking`), and return the same `TrainResult`:
+
+    train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir, runs_dir=None, on_checkpoint=None)
+
+`runs_dir` is where trackers write (TensorBoard event files); `on_checkpoint(path)` is called on the
+main process with each new complete checkpoint (`--hub-strategy every-save` uploads it).
 """
 
 from __future__ import annotations
@@ -18,12 +24,15 @@ class TrainResult:
     model: Any
     #: the Accelerator the engine ran on (the run evaluates the test split with it)
     accelerator: Any
-    #: training figures: loss, steps, epochs, runtime_s, samples/tokens per second, num_processes
+    #: training figures of the whole run: mean loss, steps, epochs, runtime_s, samples/tokens per second,
+    #: num_processes
     train: dict = field(default_factory=dict)
     #: metrics of the last evaluation on the validation split
     eval: dict = field(default_factory=dict)
     #: one entry per evaluation: epoch, step, train_loss, eval (flat metrics)
     history: list = field(default_factory=list)
+    #: one entry per --logging-steps: step, epoch, loss, learning_rate, grad_norm, tokens_per_second
+    log: list = field(default_factory=list)
     #: predictions of the last evaluation (`Evaluation.predictions`)
     predictions: Any = None
 

@@ -2,53 +2,49 @@
 
 Same loop on one CPU, one GPU or many (`accelerate launch` / `torchrun`): AdamW, linear (or
 cosine/constant) schedule with warmup, gradient accumulation, optional mixed precision, length-
-grouped batches, evaluation every epoch (or every N steps), a checkpoint every epoch that
-`--resume` continues from (model, optimizer, scheduler, RNG states, data position).
+grouped batches; a log line every `--logging-steps` (metrics.json's `log`, the trackers, the
+progress bar); evaluation every epoch (or every N steps); a checkpoint every epoch (or every
+`--save-steps`) that `--resume` continues from at the exact next batch: model, optimizer,
+scheduler and RNG states, the position in the data, and the run's figures so far.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
-import time
 from pathlib import Path
 
 import torch
 
-from nlpfit.engines import TrainResult
-from nlpfit.engines.loop import (LengthGroupedBatches, cpu_distributed, evaluate, lengths_of, make_collate,
-                                 param_groups)
+from nlpfit.engines import TrainResult, checkpoints, tracking
+from nlpfit.engines.loop import (LengthGroupedBatches, RunTotals, batch_tokens, cpu_distributed, evaluate, lengths_of,
+                                 make_collate, param_groups, rng_state, set_rng_state)
 from nlpfit.log import info
 from nlpfit.metrics import summary
 
 
-def last_checkpoint(folder: Path) -> Path | None:
-    ckpts = sorted(folder.glob("checkpoint-*/state.json"), key=lambda p: json.loads(p.read_text())["global_step"])
-    return ckpts[-1].parent if ckpts else None
-
-
-def save_checkpoint(accelerator, folder: Path, state: dict, keep: int = 1) -> Path:
-    """Model, optimizer, scheduler and RNG states, plus where the loop is (state.json)."""
-    path = folder / f"checkpoint-{state['global_step']}"
-    accelerator.save_state(str(path))
-    if accelerator.is_main_process:
-        (path / "state.json").write_text(json.dumps(state, indent=1))
-        older = [p.parent for p in folder.glob("checkpoint-*/state.json") if p.parent != path]
-        for old in sorted(older, key=lambda p: int(p.name.split("-")[1]))[: max(0, len(older) - keep + 1)]:
-            shutil.rmtree(old, ignore_errors=True)
+def save_checkpoint(accelerator, folder: Path, state: dict, keep: int = 1) -> Path | None:
+    """Model, optimizer, scheduler and RNG states (`save_state`, on every process), plus where the loop
+    is and the run's figures so far (state.json), written aside and renamed into place; keeps the
+    newest `keep`.  Returns the checkpoint's path on the main process."""
+    written = checkpoints.staging(folder, state["global_step"])
+    accelerator.save_state(str(written))
+    accelerator.wait_for_everyone()  # every process has written its part (its RNG state, its shard)
+    path = checkpoints.publish(written, state, keep) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     return path
 
 
-def train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir: Path, on_evaluate=None) -> TrainResult:
+def train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir: Path, runs_dir: Path | None = None,
+          on_checkpoint=None, on_evaluate=None) -> TrainResult:
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
+    trackers = tracking.trackers(cfg.report_to)
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
-                              cpu=cpu_distributed())
+                              cpu=cpu_distributed(), log_with=trackers or None,
+                              project_dir=str(runs_dir or checkpoint_dir.parent / "runs"))
     eval_split = "validation" if "validation" in features else None
 
     # ---- data: length-grouped batches, reshuffled every epoch --------------------------------
@@ -79,33 +75,47 @@ def train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir: Pat
                               num_warmup_steps=warmup * accelerator.num_processes,
                               num_training_steps=total_updates * accelerator.num_processes)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
-
     loss_fn = task.loss_function(tokenizer) or (lambda model, batch: model(**batch).loss)
-    eval_seconds = [0.0]
-    last = {"predictions": None}
 
-    def run_eval(tag: str) -> dict:
-        if eval_split is None:
-            return {}
-        t0 = time.perf_counter()
-        result = evaluate(task, model, tokenizer, features[eval_split], raw[eval_split], facts, cfg.eval_batch_size,
-                          accelerator, desc=f"evaluating ({tag})")
-        last["predictions"] = result.predictions
-        info(f"[{tag}] " + "  ".join(f"{k} {v:.4f}" for k, v in summary(result.metrics).items()))
-        eval_seconds[0] += time.perf_counter() - t0
-        return result.metrics
-
-    # ---- resume ---------------------------------------------------------------------------------
-    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "tokens": 0, "examples": 0}
+    # ---- resume: where the loop was, what it had logged and evaluated, its figures so far ------
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "log": [], "totals": {}}
     if cfg.resume:
-        ckpt = last_checkpoint(checkpoint_dir)
+        ckpt = checkpoints.newest(checkpoint_dir)
         if ckpt is None:
             info(f"--resume: no checkpoint in {checkpoint_dir}; starting from scratch")
         else:
             accelerator.load_state(str(ckpt))
-            state = json.loads((ckpt / "state.json").read_text())
+            state = checkpoints.read_state(ckpt)
             info(f"resuming from {ckpt.name} (epoch {state['epoch']}, step {state['global_step']})")
-    history = state["history"]
+    history, log, totals = state["history"], state["log"], RunTotals(state["totals"])
+    # a resumed run's TensorBoard writer hides the events logged after its checkpoint: they are redone
+    accelerator.init_trackers(cfg.out.name, config=tracking.hparams(cfg),
+                              init_kwargs={"tensorboard": {"purge_step": state["global_step"]}}
+                              if state["global_step"] else None)
+
+    def epoch_now() -> float:
+        return round(state["epoch"] + state["step_in_epoch"] / updates_per_epoch, 4)
+
+    last = {"eval": {}, "predictions": None}
+
+    def run_eval(tag: str) -> dict:
+        if eval_split is None:
+            return {}
+        with totals.paused():  # evaluation time is not training time
+            result = evaluate(task, model, tokenizer, features[eval_split], raw[eval_split], facts,
+                              cfg.eval_batch_size, accelerator, desc=f"evaluating ({tag})")
+        flat = summary(result.metrics)
+        info(f"[{tag}] " + "  ".join(f"{k} {v:.4f}" for k, v in flat.items()))
+        accelerator.log(tracking.eval_scalars(flat, epoch_now()), step=state["global_step"])
+        last.update(eval=result.metrics, predictions=result.predictions)
+        return flat
+
+    def checkpoint() -> None:
+        totals.sync(accelerator)
+        state["totals"] = totals.as_dict()
+        path = save_checkpoint(accelerator, checkpoint_dir, state, cfg.save_total_limit)
+        if path is not None and on_checkpoint is not None:
+            on_checkpoint(path)
 
     def evaluated() -> bool:
         """Hand the evaluation just appended to `on_evaluate`; whether it says to stop training."""
@@ -113,76 +123,84 @@ def train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir: Pat
 
     stop = False
     if cfg.eval_before and state["global_step"] == 0:
-        history.append({"epoch": 0, "step": 0, "eval": summary(run_eval("before training"))})
+        history.append({"epoch": 0, "step": 0, "eval": run_eval("before training")})
         stop = evaluated()
 
     # ---- the loop -------------------------------------------------------------------------------
     progress = tqdm(total=total_updates, initial=state["global_step"], desc="training",
                     disable=not accelerator.is_local_main_process)
-    start = time.perf_counter()
-    last_eval: dict = {}
     model.train()
+    totals.start()
     for epoch in range(state["epoch"], num_epochs if not stop else 0):
-        # the prepared loader counts epochs itself and passes them on to the sampler: tell it where we are
-        train_loader.set_epoch(epoch) if hasattr(train_loader, "set_epoch") else sampler.set_epoch(epoch)
-        loader = train_loader
-        if state["step_in_epoch"]:
+        # the prepared loader passes the epoch on to its batch sampler, but not to ours once it is
+        # wrapped for several processes: set both
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        train_loader.set_epoch(epoch)
+        loader, restored_rng = train_loader, None
+        if state["step_in_epoch"]:  # resuming mid-epoch: continue at the exact next batch
             loader = accelerator.skip_first_batches(train_loader, state["step_in_epoch"] * cfg.grad_accum)
-            loader.set_epoch(epoch) if hasattr(loader, "set_epoch") else None
-        loss_sum = torch.zeros((), device=accelerator.device)
-        n_loss = 0
+            restored_rng = rng_state()
         for batch in loader:
+            if restored_rng is not None:  # starting the data iterator drew a seed from the RNG that dropout uses
+                set_rng_state(restored_rng)
+                restored_rng = None
             with accelerator.accumulate(model):
                 loss = loss_fn(model, batch)
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or math.inf)
+                    lr = scheduler.get_last_lr()[0]  # the rate of this step
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            loss_sum += loss.detach().float()
-            n_loss += 1
-            state["tokens"] += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-            state["examples"] += len(batch["input_ids"])
+            totals.add(loss / cfg.grad_accum, batch_tokens(batch), len(batch["input_ids"]))
             if not accelerator.sync_gradients:
                 continue
             state["global_step"] += 1
             state["step_in_epoch"] += 1
+            step = state["global_step"]
             progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            if cfg.eval_steps and state["global_step"] % cfg.eval_steps == 0:
-                last_eval = run_eval(f"step {state['global_step']}")
-                history.append({"epoch": epoch + state["step_in_epoch"] / updates_per_epoch,
-                                "step": state["global_step"], "eval": summary(last_eval)})
+            if step % cfg.logging_steps == 0:
+                totals.sync(accelerator)
+                window = totals.take_window(step)
+                entry = {"step": step, "epoch": epoch_now(), "loss": window["loss"], "learning_rate": lr,
+                         "grad_norm": None if grad_norm is None else float(grad_norm),
+                         "tokens_per_second": window["tokens_per_second"]}
+                log.append(entry)
+                accelerator.log(tracking.train_scalars(entry), step=step)
+                progress.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{lr:.2e}",
+                                     tok_s=f"{entry['tokens_per_second'] or 0:.0f}")
+            if cfg.eval_steps and step % cfg.eval_steps == 0:
+                history.append({"epoch": epoch_now(), "step": step, "eval": run_eval(f"step {step}")})
                 stop = evaluated()
-            if state["global_step"] >= total_updates or stop:
+            if cfg.save_steps and step % cfg.save_steps == 0 and step < total_updates and not stop:
+                checkpoint()
+            if step >= total_updates or stop:
                 break
-        epoch_loss = accelerator.reduce(loss_sum / max(n_loss, 1), reduction="mean").item()
+        # ---- end of the epoch -----------------------------------------------------------------
+        totals.sync(accelerator)
+        epoch_loss = totals.take_epoch(state["global_step"])
         finished = state["step_in_epoch"] >= updates_per_epoch or state["global_step"] >= total_updates
         state["epoch"], state["step_in_epoch"] = epoch + 1, 0
         if history and history[-1]["step"] == state["global_step"] and "train_loss" not in history[-1]:
             history[-1].update(epoch=epoch + 1, train_loss=epoch_loss)  # --eval-steps just evaluated this step
         else:
-            last_eval = run_eval(f"epoch {epoch + 1}")
             history.append({"epoch": epoch + 1, "step": state["global_step"], "train_loss": epoch_loss,
-                            "eval": summary(last_eval)})
+                            "eval": run_eval(f"epoch {epoch + 1}")})
             stop = evaluated()
         if stop:
             info(f"stopped after the evaluation at step {state['global_step']}")
             break
-        if finished and state["global_step"] < total_updates:
-            save_checkpoint(accelerator, checkpoint_dir, state)
+        if not cfg.save_steps and finished and state["global_step"] < total_updates:
+            checkpoint()
         if state["global_step"] >= total_updates:
             break
     progress.close()
-    runtime = time.perf_counter() - start - eval_seconds[0]  # training time, evaluations excluded
-    tokens = accelerator.reduce(torch.tensor(state["tokens"], device=accelerator.device), reduction="sum").item()
-    examples = accelerator.reduce(torch.tensor(state["examples"], device=accelerator.device), reduction="sum").item()
-    train_metrics = {"loss": history[-1].get("train_loss") if history else None, "steps": state["global_step"],
-                     "epochs": state["epoch"], "runtime_s": round(runtime, 2),
-                     "samples_per_second": round(examples / runtime, 2) if runtime else None,
-                     "tokens_per_second": round(tokens / runtime, 1) if runtime else None,
-                     "num_processes": accelerator.num_processes}
+    totals.sync(accelerator)
+    for tracker in accelerator.trackers:  # (accelerator.end_training would also end the process group)
+        tracker.finish()
+    train_metrics = totals.train_figures(state["global_step"], state["epoch"], accelerator.num_processes)
     accelerator.wait_for_everyone()
     return TrainResult(model=accelerator.unwrap_model(model), accelerator=accelerator, train=train_metrics,
-                       eval=last_eval, history=history, predictions=last["predictions"])
+                       eval=last["eval"], history=history, log=log, predictions=last["predictions"])

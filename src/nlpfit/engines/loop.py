@@ -1,12 +1,15 @@
 """Pieces both engines share: length-grouped batching, the collate wrapper, the optimizer's
-parameter groups and the evaluation loop (sorted by length, inference mode, gathered across
-processes so metrics do not depend on the number of processes)."""
+parameter groups, the run's running figures (`RunTotals`) and the evaluation loop (sorted by
+length, inference mode, gathered across processes so metrics do not depend on the number of
+processes)."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import random
+import time
 from typing import Callable
 
 import numpy as np
@@ -88,6 +91,127 @@ def param_groups(model, weight_decay: float) -> list[dict]:
             continue
         (no_decay if p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias") else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def rng_state() -> dict:
+    """The random generators a training step draws from (dropout, masking), to put back later."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def batch_tokens(batch) -> "torch.Tensor":
+    """Real (non-padding) tokens of a batch, as a tensor on the batch's device (no host sync)."""
+    if "attention_mask" in batch:
+        return batch["attention_mask"].sum()
+    ids = batch["input_ids"]
+    return torch.tensor(ids.numel(), device=ids.device)
+
+
+class RunTotals:
+    """The figures of a training run so far, saved in every checkpoint so that metrics.json covers the
+    whole run after `--resume`: the optimizer steps' losses summed over the run, since the epoch began
+    and since the last log line, tokens and examples seen, training time (evaluations excluded).
+
+    Each process adds its own micro-batches on its device, with no host sync per step; `sync`, which
+    every process calls at the same points (a log line, a checkpoint, an epoch end, the end), folds
+    them in: losses averaged over processes, tokens and examples summed.  The figures are then the
+    same on every process, so a checkpoint written by the main process restores them on all.
+    """
+
+    FIELDS = ("loss", "epoch_loss", "window_loss", "tokens", "examples", "window_tokens", "seconds",
+              "window_seconds", "epoch_from", "window_from")
+
+    def __init__(self, saved: dict | None = None):
+        saved = saved or {}
+        for name in self.FIELDS:
+            setattr(self, name, saved.get(name, 0))
+        self._loss = self._tokens = None
+        self._examples = 0
+        self._mark = time.perf_counter()
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def add(self, loss: torch.Tensor, tokens: torch.Tensor, examples: int) -> None:
+        """One micro-batch: `loss` is its share of the optimizer step's loss (a step's loss is the sum of
+        its micro-batches' shares), `tokens` its real tokens (`batch_tokens`)."""
+        loss = loss.detach().float()
+        self._loss = loss if self._loss is None else self._loss + loss
+        self._tokens = tokens if self._tokens is None else self._tokens + tokens
+        self._examples += examples
+
+    def start(self) -> None:
+        """Training starts now (the clock's time so far is not training time)."""
+        self._mark = time.perf_counter()
+
+    def clock(self) -> None:
+        """Count the time since the last mark as training time."""
+        now = time.perf_counter()
+        self.seconds += now - self._mark
+        self.window_seconds += now - self._mark
+        self._mark = now
+
+    @contextlib.contextmanager
+    def paused(self):
+        """An evaluation: its time is not training time."""
+        self.clock()
+        try:
+            yield
+        finally:
+            self._mark = time.perf_counter()
+
+    def sync(self, accelerator) -> None:
+        """Fold every process's pending micro-batches in (a collective: all processes call it)."""
+        self.clock()
+        device = accelerator.device
+        loss = self._loss if self._loss is not None else torch.zeros((), device=device)
+        tokens = self._tokens if self._tokens is not None else torch.zeros((), device=device, dtype=torch.long)
+        counts = torch.stack([tokens.to(device=device, dtype=torch.long),
+                              torch.tensor(self._examples, device=device, dtype=torch.long)])
+        loss = accelerator.reduce(loss.to(device), reduction="mean").item()
+        tokens, examples = accelerator.reduce(counts, reduction="sum").tolist()
+        self.loss += loss
+        self.epoch_loss += loss
+        self.window_loss += loss
+        self.tokens += tokens
+        self.window_tokens += tokens
+        self.examples += examples
+        self._loss = self._tokens = None
+        self._examples = 0
+
+    def take_window(self, step: int) -> dict:
+        """Mean loss and tokens per second since the last log line (then a new window starts at `step`);
+        call after `sync`."""
+        steps = max(step - self.window_from, 1)
+        out = {"loss": self.window_loss / steps,
+               "tokens_per_second": round(self.window_tokens / self.window_seconds, 1) if self.window_seconds else None}
+        self.window_loss, self.window_tokens, self.window_seconds, self.window_from = 0.0, 0, 0.0, step
+        return out
+
+    def take_epoch(self, step: int) -> float:
+        """Mean loss of the epoch's steps (then a new epoch starts at `step`); call after `sync`."""
+        loss = self.epoch_loss / max(step - self.epoch_from, 1)
+        self.epoch_loss, self.epoch_from = 0.0, step
+        return loss
+
+    def train_figures(self, steps: int, epochs: float, num_processes: int) -> dict:
+        """metrics.json's `train`: the whole run's mean loss, steps, epochs, training time and throughput."""
+        seconds = self.seconds
+        return {"loss": self.loss / steps if steps else None, "steps": steps, "epochs": epochs,
+                "runtime_s": round(seconds, 2),
+                "samples_per_second": round(self.examples / seconds, 2) if seconds else None,
+                "tokens_per_second": round(self.tokens / seconds, 1) if seconds else None,
+                "num_processes": num_processes}
 
 
 def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
