@@ -187,22 +187,38 @@ def predict(model_dir, texts, input_file, batch_size, **task_options):
 @click.argument("model_dir")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on (0: any free port).")
-@click.option("--batch-size", type=int, default=None, help="Inference batch size.")
+@click.option("--batch-size", type=int, default=None, help="Inference batch size; a larger request is served in "
+              "chunks of this size, in turn with the other requests.")
 @click.option("--max-wait-ms", type=float, default=5.0, show_default=True,
               help="Dynamic batching: how long the oldest request waits for others to join its batch (0: off).")
 @click.option("--max-batch-inputs", type=int, default=256, show_default=True,
               help="Dynamic batching: the most inputs one batch gathers from several requests.")
-def serve(model_dir, host, port, batch_size, max_wait_ms, max_batch_inputs, **task_options):
-    """Serve a trained model over HTTP, loaded once: POST /predict {"inputs": [...], "options": {...}}
-    returns {"predictions": [...]} (the rows of `nlpfit predict`); GET /health, GET /info.
+@click.option("--max-request-inputs", type=int, default=1024, show_default=True,
+              help="The most inputs one request may hold (413 beyond).")
+@click.option("--api-key", envvar="NLPFIT_API_KEY", show_envvar=True, default=None,
+              help="Require `Authorization: Bearer KEY` on POST /predict.")
+@click.option("--access-log/--no-access-log", default=True, show_default=True, help="One line per request on stderr.")
+def serve(model_dir, host, port, batch_size, max_wait_ms, max_batch_inputs, max_request_inputs, api_key, access_log,
+          **task_options):
+    """Serve a trained model over HTTP (FastAPI on uvicorn), loaded once.
+
+    \b
+    POST /predict {"inputs": [...], "options": {...}} -> {"predictions": [...]}
+         (the rows of `nlpfit predict`)
+    POST /predict/stream  one input of clm, translation or summarization:
+         server-sent events {"token": ...} ..., then {"done": true, "row": {...}}
+    GET  /  the playground;  /docs  the API (/openapi.json);  /health, /info, /examples, /metrics
+
     The prediction options given here are the defaults a request's "options" can override.
-    Requests that arrive together with the same options run as one batch."""
+    Requests that arrive together with the same options run as one batch. Client mistakes get a
+    4xx status and {"error": "one line"}."""
     from nlpfit.serve import serve as run_serve
 
-    if max_wait_ms < 0 or max_batch_inputs < 1:
-        raise NlpfitError("--max-wait-ms must be >= 0 and --max-batch-inputs >= 1")
+    if max_wait_ms < 0 or max_batch_inputs < 1 or max_request_inputs < 1:
+        raise NlpfitError("--max-wait-ms must be >= 0, --max-batch-inputs and --max-request-inputs >= 1")
     run_serve(model_dir, host, port, _prediction_values(task_options, batch_size), max_wait_ms=max_wait_ms,
-              max_batch_inputs=max_batch_inputs)
+              max_batch_inputs=max_batch_inputs, max_request_inputs=max_request_inputs, api_key=api_key,
+              access_log=access_log)
 
 
 @cli.command("tasks")
