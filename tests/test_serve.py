@@ -379,6 +379,25 @@ def test_openapi_of_qa_and_clm(tiny_bert, tmp_path_factory):
         assert "ClmStreamEvent" in doc["components"]["schemas"]
 
 
+@pytest.mark.parametrize("kind,options,message", [
+    ("clm", {"seed": -1}, "option seed: input should be greater than or equal to 0"),
+    ("clm", {"top_p": 1.5, "temperature": 0.7}, "option top_p: input should be less than or equal to 1"),
+    ("clm", {"max_new_tokens": 10**6}, "option max_new_tokens: input should be less than or equal to 1024"),
+    ("translation", {"max_new_tokens": 10**6}, "less than or equal to 129"),  # the decoder's 130 positions
+    ("translation", {"num_beams": -1}, "option num_beams"),
+    ("mlm", {"top_k": 10**6}, "option top_k: input should be less than or equal to 600"),  # the vocabulary
+])
+def test_option_values_the_model_cannot_take_get_422(kind, options, message, tiny_bert, tmp_path_factory):
+    from nlpfit.serve import make_server
+
+    with make_server(str(tiny_model(kind, tmp_path_factory, tiny_bert)), "127.0.0.1", 0, quiet=True) as srv:
+        status, got = call(srv.url, "/predict", {"inputs": [KIND_INPUTS[kind][0]], "options": options})
+        assert status == 422 and message in got["error"], got
+        name = next(iter(options))
+        bounds = call(srv.url, "/openapi.json")[1]["components"]["schemas"][f"{kind.capitalize()}Options"]["properties"][name]
+        assert "minimum" in bounds or "maximum" in bounds
+
+
 def test_metrics_are_prometheus_text(server):
     call(server, "/predict", {"inputs": [TEXTS[0]]})
     call(server, "/predict", {"inputs": []})

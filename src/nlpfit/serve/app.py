@@ -84,7 +84,8 @@ def create_app(predictor: Predictor, api_key: str | None = None, max_request_inp
                max_body: int = MAX_BODY, body_timeout: float = BODY_TIMEOUT, access_log: bool = True) -> FastAPI:
     """The app serving `predictor`; `api_key` set: POST /predict needs `Authorization: Bearer KEY`."""
     name, kind = predictor.name, predictor.kind
-    schemas = TaskSchemas(name, kind, predictor.option_fields(), predictor.option_defaults(), max_request_inputs)
+    schemas = TaskSchemas(name, kind, predictor.option_fields(), predictor.option_defaults(), max_request_inputs,
+                          predictor.model_limits())
     item = TypeAdapter(schemas.item)
     streams = kind in GENERATING
     metrics = Metrics()

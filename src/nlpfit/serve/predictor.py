@@ -52,6 +52,24 @@ class Predictor:
         values.update(self.defaults)
         return values
 
+    def model_limits(self) -> dict:
+        """Bounds the loaded model puts on option values: "positions", the most new tokens one
+        generation can hold, and "vocab", the most candidates there are for a mask."""
+        loaded = self.loaded
+        model = loaded.model if hasattr(loaded, "model") else (loaded[0] if isinstance(loaded, (tuple, list)) else None)
+        config = getattr(model, "config", None)
+        if config is None:
+            return {}
+        seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+        config = getattr(config, "decoder", None) or config if seq2seq else config
+        limits = {}
+        positions = getattr(config, "max_position_embeddings", None)
+        if isinstance(positions, int) and positions > 1:
+            limits["positions"] = positions - 1 if seq2seq else positions  # seq2seq: the decoder's start token
+        if isinstance(getattr(config, "vocab_size", None), int):
+            limits["vocab"] = config.vocab_size
+        return limits
+
     def predict(self, inputs: list, values: dict) -> list[dict]:
         """The rows of `inputs` (checked option values), batched with the requests arriving alongside."""
         return self.batcher.submit(inputs, values).result()

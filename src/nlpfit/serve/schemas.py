@@ -34,12 +34,25 @@ def _annotation(f: dataclasses.Field):
     return typ
 
 
-def options_model(prefix: str, fields: list[dataclasses.Field], defaults: dict) -> type[BaseModel]:
-    """The `options` object: each prediction option (type, the server's default, help, choices)
-    and `batch_size`. Unknown options, wrong types and values outside the choices are rejected."""
+def _bounds(name: str, limits: dict) -> dict:
+    """The range of a generation or fill-mask option that the model (or numpy's seed) accepts:
+    outside it, generation fails inside transformers rather than saying what was wrong."""
+    positions, vocab = limits.get("positions"), limits.get("vocab")
+    return {"seed": {"ge": 0, "le": 2**32 - 1}, "top_p": {"ge": 0, "le": 1}, "temperature": {"ge": 0},
+            "num_beams": {"ge": 0, "le": 64}, "num_return_sequences": {"ge": 1, "le": 64},
+            "max_new_tokens": {"ge": 0, **({"le": positions} if positions else {})},
+            "top_k": {"ge": 1, **({"le": vocab} if vocab else {})}}.get(name, {})
+
+
+def options_model(prefix: str, fields: list[dataclasses.Field], defaults: dict, limits: dict | None = None) -> type[BaseModel]:
+    """The `options` object: each prediction option (type, the server's default, help, choices,
+    the range the model accepts) and `batch_size`. Unknown options, wrong types and values outside
+    the choices or the range are rejected."""
     spec: dict[str, Any] = {}
     for f in fields:
-        spec[f.name] = (_annotation(f), Field(default=defaults.get(f.name), description=f.metadata.get("help")))
+        typ = _annotation(f)
+        bounds = _bounds(f.name, limits or {}) if typ in (int, float) else {}
+        spec[f.name] = (typ, Field(default=defaults.get(f.name), description=f.metadata.get("help"), **bounds))
     spec["batch_size"] = (Optional[int], Field(default=defaults.get("batch_size"), ge=1,
                                                description="Inference batch size (default: the server's)."))
     return create_model(f"{prefix}Options", __config__=STRICT,
@@ -151,10 +164,11 @@ def stream_event_model(prefix: str, row: type[BaseModel]) -> type[BaseModel]:
 class TaskSchemas:
     """The models of one server's task."""
 
-    def __init__(self, name: str, kind: str, fields: list[dataclasses.Field], defaults: dict, max_inputs: int):
+    def __init__(self, name: str, kind: str, fields: list[dataclasses.Field], defaults: dict, max_inputs: int,
+                 limits: dict | None = None):
         prefix = "".join(part.capitalize() for part in name.replace("-", "_").split("_"))
         self.item = input_item(prefix, kind)
-        self.options = options_model(prefix, fields, defaults)
+        self.options = options_model(prefix, fields, defaults, limits)
         self.request = request_model(prefix, kind, self.item, self.options, max_inputs)
         self.row = row_model(prefix, kind)
         self.response = response_model(prefix, self.row)
