@@ -279,7 +279,7 @@ def test_content_type_size_and_method(server):
 def test_a_body_shorter_than_its_content_length_does_not_hold_the_server(ner_model):
     from nlpfit.serve import make_server
 
-    with make_server(str(ner_model), "127.0.0.1", 0, quiet=True, body_timeout=1.0) as srv:
+    with make_server(str(ner_model), "127.0.0.1", 0, quiet=True, body_timeout=1.0, max_body=2000) as srv:
         slow = ThreadPoolExecutor(1).submit(raw_http, srv.url, b"POST /predict HTTP/1.1\r\nHost: x\r\n"
                                             b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"inputs\"", 20)
         time.sleep(0.2)
@@ -288,6 +288,11 @@ def test_a_body_shorter_than_its_content_length_does_not_hold_the_server(ner_mod
         reply = slow.result()
         assert reply.startswith(b"HTTP/1.1 408") and b"Content-Length larger than the body" in reply
         assert time.monotonic() - start < 10
+        # a chunked body (no Content-Length) is cut off once it passes the limit
+        chunk = b'{"inputs": ["' + b"a" * 3000 + b'"]}'
+        reply = raw_http(srv.url, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(chunk) + chunk + b"\r\n0\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 413") and b"2000 byte limit" in reply
 
 
 def test_clients_that_go_away_leave_no_traceback(ner_model, capfd):

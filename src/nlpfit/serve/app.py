@@ -38,6 +38,10 @@ _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; c
                  ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 
 
+class EventStream(StreamingResponse):
+    media_type = "text/event-stream"
+
+
 class ClientError(Exception):
     def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
@@ -278,6 +282,7 @@ def create_app(predictor: Predictor, api_key: str | None = None, max_request_inp
 
     if streams:
         @app.post("/predict/stream", summary="Predict, streaming the generated text", openapi_extra=request_body,
+                  response_class=EventStream,
                   responses={200: {"description": "Server-sent events, each `data: <JSON>` of the StreamEvent "
                                                   f"schema ({schemas.stream_event.__name__}): "
                                                   '{"token": "..."} as text is generated, then {"done": true, '
@@ -333,8 +338,7 @@ def create_app(predictor: Predictor, api_key: str | None = None, max_request_inp
                     if not finished:
                         batcher.cancel(ticket)  # the client went away: stop generating
 
-            return StreamingResponse(events(), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return EventStream(events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get("/health", summary="Health", responses={200: {"model": Health}})
     async def health() -> Response:
