@@ -314,17 +314,32 @@ def _serve_options(fn):
 @cli.command(cls=PredictCommand)
 @click.argument("model_dir")
 @_serve_options
-def serve(model_dir, host, port, max_wait_ms, max_batch_inputs, **task_options):
-    """Serve a trained model over HTTP, loaded once: POST /predict {"inputs": [...], "options": {...}}
-    returns {"predictions": [...]} (the rows of `nlpfit predict`); GET /health, GET /info.
-    The prediction options given here are the defaults a request's "options" can override.
-    Requests that arrive together with the same options run as one batch."""
+def serve(model_dir, host, port, max_wait_ms, max_batch_inputs, max_request_inputs, api_key, access_log,
+          **task_options):
+    """Serve a trained model over HTTP (FastAPI on uvicorn), loaded once.
+
+    \b
+    POST /predict {"inputs": [...], "options": {...}} -> {"predictions": [...]}
+         (the rows of `nlpfit predict`)
+    POST /predict/stream  one input of clm, translation or summarization:
+         server-sent events {"token": ...} ..., then {"done": true, "row": {...}}
+    GET  /  the playground;  /docs  the API (/openapi.json);  /health, /info, /examples, /metrics
+
+    The prediction options given here are the defaults a request's "options" can override;
+    --batch-size is also the chunk in which a large request is served, in turn with the others.
+    Requests that arrive together with the same options run as one batch. Client mistakes get a
+    4xx status and {"error": "one line"}."""
+    import os
+
     from nlpfit.config import ServeOptions
     from nlpfit.serve import serve as run_serve
 
-    check(ServeOptions(host=host, port=port, max_wait_ms=max_wait_ms, max_batch_inputs=max_batch_inputs))
+    api_key = api_key or os.environ.get("NLPFIT_API_KEY") or None
+    check(ServeOptions(host=host, port=port, max_wait_ms=max_wait_ms, max_batch_inputs=max_batch_inputs,
+                       max_request_inputs=max_request_inputs, api_key=api_key, access_log=access_log))
     run_serve(model_dir, host, port, _prediction_values(task_options), max_wait_ms=max_wait_ms,
-              max_batch_inputs=max_batch_inputs)
+              max_batch_inputs=max_batch_inputs, max_request_inputs=max_request_inputs, api_key=api_key,
+              access_log=access_log)
 
 
 @cli.command()

@@ -135,6 +135,10 @@ class ServeOptions:
                                   "(0: off).", min=0)
     max_batch_inputs: int = opt(256, "Dynamic batching: the most inputs one batch gathers from several requests.",
                                 min=1)
+    max_request_inputs: int = opt(1024, "The most inputs one request may hold (413 beyond).", min=1)
+    api_key: str | None = opt(None, "Require `Authorization: Bearer KEY` on POST /predict (default: the "
+                                    "NLPFIT_API_KEY environment variable, if set).")
+    access_log: bool = opt(True, "One line per request on stderr.")
 
 
 @dataclass(frozen=True)
