@@ -92,6 +92,15 @@ def sigkill(proc: subprocess.Popen) -> None:
     assert proc.wait(timeout=30) == -signal.SIGKILL
 
 
+def free_port() -> int:
+    """A port that nothing listens on now (for the processes' rendezvous on 127.0.0.1)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def weights(folder: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -214,14 +223,15 @@ def test_two_processes_under_accelerate_launch_resume_exactly(tiny_bert, ner_dat
     args = ["train", "ner", "--data", ner_data, "--model", tiny_bert, "--epochs", 2, "--batch-size", 8, "--lr", 3e-3,
             "--seed", 7, "--save-steps", 3, "--logging-steps", 2]  # 10 steps per epoch on two processes
     full, out = tmp_path / "full", tmp_path / "out"
+    port = free_port()
     nodes = [start(args + ["--output", full], tmp_path,
                    launch=["--config_file", configs / "multi-node.yaml", "--num_processes", 2, "--machine_rank", rank,
-                           "--main_process_ip", "127.0.0.1", "--main_process_port", 29641]) for rank in (0, 1)]
+                           "--main_process_ip", "127.0.0.1", "--main_process_port", port]) for rank in (0, 1)]
     assert [node.wait(timeout=300) for node in nodes] == [0, 0], (tmp_path / "killed.err").read_text()[-3000:]
 
     ckpts = tmp_path / ".out.nlpfit-tmp" / "checkpoints"
     proc = start(args + ["--output", out], tmp_path, slow_save_from=9,
-                 launch=["--multi_gpu", "--num_processes", 2, "--main_process_port", 29642])
+                 launch=["--multi_gpu", "--num_processes", 2, "--main_process_port", free_port()])
     wait_for(proc, lambda: next((ckpts / ".partial").glob("checkpoint-9"), None))
     time.sleep(0.3)
     sigkill(proc)
@@ -229,7 +239,7 @@ def test_two_processes_under_accelerate_launch_resume_exactly(tiny_bert, ner_dat
     assert {p.name for p in (ckpts / "checkpoint-6").glob("random_states_*")} == {"random_states_0.pkl",
                                                                                "random_states_1.pkl"}
     proc = start(args + ["--output", out, "--resume"], tmp_path,
-                 launch=["--config_file", configs / "ddp.yaml", "--main_process_port", 29643])
+                 launch=["--config_file", configs / "ddp.yaml", "--main_process_port", free_port()])
     assert proc.wait(timeout=300) == 0, (tmp_path / "killed.err").read_text()[-3000:]
     for folder in (full, out):
         assert json.loads((folder / "metrics.json").read_text())["train"]["num_processes"] == 2

@@ -251,7 +251,8 @@ def problem(f: dataclasses.Field, value: Any) -> str | None:
     if ok is not None and not ok(value):
         return f"expected {_KIND_WORDS[kind]}"
     choices = meta.get("choices")
-    if choices and value not in choices:
+    values = value if isinstance(value, (list, tuple)) else [value]  # a repeatable option: each value
+    if choices and any(v not in choices for v in values):
         return f"must be one of {', '.join(map(str, choices))}"
     if kind in ("int", "float"):
         if kind == "float" and meta.get("finite", True) and not math.isfinite(value):
