@@ -161,7 +161,6 @@ USE = [  # (command, model task or None, arguments, message)
     ("predict", "clm", ["def f():", "--max-new-tokens", -1], "--max-new-tokens -1: must be at least 0"),
     ("predict", "clm", ["def f():", "--seed", -1], "--seed -1: must be at least 0"),
     ("predict", "mlm", ["a [MASK] text", "--top-k", 0], "--top-k 0: must be at least 1"),
-    ("predict", "mlm", ["a [MASK] text", "--top-k", 100000000], "--top-k 100000000: more candidates than the model's vocabulary"),
     ("predict", "translation", ["a text", "--num-beams", -1], "--num-beams -1: must be at least 0"),
     ("predict", "translation", ["a text", "--max-new-tokens", -5], "--max-new-tokens -5: must be at least 0"),
     ("serve", "ner", ["--port", 70000], "--port 70000: must be at least 0 and at most 65535"),
@@ -223,13 +222,19 @@ def test_the_server_checks_each_request_with_the_same_checker(outs, monkeypatch)
 
     monkeypatch.setattr(CausalLM, "load_predictor", lambda self, out_dir: object())  # no model needed to check
     predictor = Predictor(str(outs["clm"]), {"temperature": 0.5}, max_wait_ms=0)
-    assert predictor.options({"top_p": 0.9})["top_p"] == 0.9
+    predictor.check_options({**predictor.defaults, "top_p": 0.9})
     for options, message in [({"top_p": 5}, "option top_p 5: must be above 0 and at most 1"),
                              ({"temperature": -1}, "option temperature -1: must be at least 0"),
                              ({"num_return_sequences": 0}, "option num_return_sequences 0: must be at least 1"),
-                             ({"max_new_tokens": 1.5}, "option max_new_tokens: expected int")]:
+                             ({"max_new_tokens": 1.5}, "option max_new_tokens 1.5: expected")]:
         with pytest.raises(nlpfit.NlpfitError) as err:
-            predictor.predict(["def f():"], options)
+            predictor.check_options({**predictor.defaults, **options})
         assert str(err.value) == message or str(err.value).startswith(message), str(err.value)
     with pytest.raises(nlpfit.NlpfitError, match=r"^--top-p 2.0: must be above 0 and at most 1$"):
         Predictor(str(outs["clm"]), {"top_p": 2.0})  # the server's own defaults (its flags)
+
+
+def test_top_k_beyond_the_vocabulary_is_one_line_before_the_model_loads(tiny_models, run_cli):
+    res = run_cli("predict", tiny_models("mlm"), "a [MASK] text", "--top-k", 100000000)
+    assert res.code == 2 and res.err.strip().splitlines() == [res.err.strip()]
+    assert "--top-k 100000000: more candidates than the model's vocabulary" in res.err

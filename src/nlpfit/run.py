@@ -99,6 +99,7 @@ class OutputDir:
         if not has_checkpoint(self.checkpoints):
             shutil.rmtree(self.work, ignore_errors=True)
             return
+        shutil.rmtree(self.checkpoints / ".partial", ignore_errors=True)  # a checkpoint the failure cut short
         for item in self.work.iterdir():
             if item != self.checkpoints:
                 shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
@@ -396,7 +397,7 @@ def predict(out_dir: str, inputs: list, popts_values: dict, *, where: Where = FL
 
     cfg, _ = load_run(out_dir)
     task = make_task(cfg)
-    popts = predict_options(task, popts_values, where)  # the options and inputs first, then the folder's files
-    task.check_inputs(out_dir, inputs, popts)
+    popts = predict_options(task, popts_values, where)  # the options first, then the folder's files, the inputs
     check_model_folder(out_dir)
+    task.check_inputs(out_dir, inputs, popts)
     return task.predict_with(task.load_predictor(out_dir), inputs, popts)
