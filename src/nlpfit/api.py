@@ -71,7 +71,8 @@ def train(task: str | None = None, *, config: str | Path | None = None, **option
 
 
 def evaluate(out: str | Path, **options) -> dict:
-    """The metrics of the model folder `out` on a split (`split="test"`, `data=`, `batch_size=`)."""
+    """The metrics of the model folder `out` on a split (`split="test"`, `data=`, `batch_size=`,
+    `precision="bf16"`)."""
     from nlpfit import run
     from nlpfit.config_file import unknown_option
 
@@ -82,7 +83,8 @@ def evaluate(out: str | Path, **options) -> dict:
     values = {**{f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                  for f in dataclasses.fields(EvaluateOptions)}, **options}
     data = _listed(values["data"])
-    return run.evaluate(str(out), data, values["split"], values["batch_size"], where=Where(style="key"))["metrics"]
+    return run.evaluate(str(out), data, values["split"], values["batch_size"], values["precision"],
+                        where=Where(style="key"))["metrics"]
 
 
 def predict(out: str | Path, inputs, **options) -> Iterator[dict]:

@@ -229,11 +229,11 @@ def _evaluate_options(fn):
 @click.argument("model_dir")
 @_evaluate_options
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate(model_dir, data, split, batch_size, as_json):
+def evaluate(model_dir, data, split, batch_size, precision, as_json):
     """Evaluate a trained model folder on a split of some data."""
     from nlpfit.run import evaluate as run_evaluate
 
-    result = run_evaluate(model_dir, list(data), split, batch_size)
+    result = run_evaluate(model_dir, list(data), split, batch_size, precision)
     if as_json:
         click.echo(json.dumps(result["metrics"], indent=2))
     else:

@@ -11,6 +11,14 @@ def inference_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def autocast(precision: str, device):
+    """bfloat16 autocast for `precision` "bf16" (inference and evaluation), nothing for "fp32"."""
+    import torch
+
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def longest_first(lengths: list[int]) -> list[int]:
     """Indices of the examples, longest first (stable among equal lengths): batches cut from this
     order pad little; a caller puts its results back in input order by index."""

@@ -343,14 +343,14 @@ def load_run(out_dir: str) -> tuple[RunConfig, dict]:
     return typed_config(RunConfig(**values)), run
 
 
-def evaluate(out_dir: str, data: list[str] | None, split: str, batch_size: int | None, *,
+def evaluate(out_dir: str, data: list[str] | None, split: str, batch_size: int | None, precision: str = "fp32", *,
              where: Where = FLAGS) -> dict:
     from nlpfit.engines.loop import evaluate as run_eval
     from nlpfit.tasks import make_task
 
     from nlpfit.models import check_model_folder
 
-    check(EvaluateOptions(data=list(data or []), split=split, batch_size=batch_size), where)
+    check(EvaluateOptions(data=list(data or []), split=split, batch_size=batch_size, precision=precision), where)
     cfg, _ = load_run(out_dir)
     check_model_folder(out_dir)  # a damaged folder is reported before any data is read
     changes: dict = {}
@@ -371,7 +371,8 @@ def evaluate(out_dir: str, data: list[str] | None, split: str, batch_size: int |
     raw = {split: raw[split]}
     model, tokenizer = task.load_trained(out_dir)
     features, facts = task.preprocess(raw, tokenizer, model.config, facts, training=False)
-    result = run_eval(task, model, tokenizer, features[split], raw[split], facts, cfg.eval_batch_size)
+    result = run_eval(task, model, tokenizer, features[split], raw[split], facts, cfg.eval_batch_size,
+                      precision=precision)
     return {"task": task, "metrics": result.metrics}
 
 

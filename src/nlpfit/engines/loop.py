@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nlpfit.inference import longest_first
+from nlpfit.inference import autocast, longest_first
 
 
 def cpu_distributed() -> bool:
@@ -221,15 +221,16 @@ def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
 
 
 def evaluate(task, model, tokenizer, features, raw, facts, batch_size: int, accelerator=None,
-             desc: str = "evaluating"):
+             desc: str = "evaluating", precision: str = "fp32"):
     """Task metrics on one split (an `Evaluation`): batches sorted by length, run under inference
-    mode, outputs gathered across processes and put back in dataset order, then `task.compute_metrics`."""
-    outputs = predict_outputs(task, model, tokenizer, features, batch_size, accelerator, desc)
+    mode (bf16 autocast with `precision` "bf16"), outputs gathered across processes and put back in
+    dataset order, then `task.compute_metrics`."""
+    outputs = predict_outputs(task, model, tokenizer, features, batch_size, accelerator, desc, precision)
     return task.compute_metrics(outputs, features, raw, facts, tokenizer)
 
 
 def predict_outputs(task, model, tokenizer, features, batch_size: int, accelerator=None,
-                    desc: str = "evaluating") -> dict:
+                    desc: str = "evaluating", precision: str = "fp32") -> dict:
     """Per-example outputs of `task.eval_step`, in dataset order, identical for any process count.
 
     The split is reordered longest first and cut into fixed-size batches; accelerate shards the
@@ -251,7 +252,8 @@ def predict_outputs(task, model, tokenizer, features, batch_size: int, accelerat
     gathered: dict[str, list] = {}
     with torch.inference_mode():
         for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
-            out = task.eval_step(model, batch)
+            with autocast(precision, accelerator.device):
+                out = task.eval_step(model, batch)
             for key, value in out.items():
                 if value.ndim > 1:
                     value = accelerator.pad_across_processes(value, dim=1, pad_index=-100)

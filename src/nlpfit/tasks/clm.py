@@ -541,6 +541,8 @@ class CausalLM(Task):
         import torch
         from transformers import set_seed
 
+        from nlpfit.inference import autocast
+
         pipe = predictor  # the pipeline load_predictor made
         self.check_inputs(None, inputs, popts)
         limit = self._max_positions(pipe.model.config)
@@ -562,7 +564,7 @@ class CausalLM(Task):
             else:
                 kwargs.update(do_sample=False)
             set_seed(popts.seed)
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(popts.precision, pipe.model.device):
                 outs = pipe(text, **kwargs)
             yield {"text": text, "completions": [o["generated_text"] for o in outs]}
 

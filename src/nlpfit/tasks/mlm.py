@@ -345,7 +345,8 @@ class MaskedLM(Task):
         pipe = predictor  # the pipeline load_predictor made
         tokenizer = pipe.tokenizer
         texts = masked_texts(inputs, tokenizer, popts.top_k)
-        for text, result in zip(texts, fill_sorted(pipe, texts, popts.batch_size, top_k=popts.top_k)):
+        for text, result in zip(texts, fill_sorted(pipe, texts, popts.batch_size, precision=popts.precision,
+                                                   top_k=popts.top_k)):
             per_mask = result if result and isinstance(result[0], list) else [result]
             candidates = [[{"sequence": _strip_specials(c["sequence"], tokenizer), "token": c["token_str"],
                             "score": round(float(c["score"]), 4)}
@@ -376,15 +377,15 @@ def masked_texts(inputs: list, tokenizer, top_k: int) -> list[str]:
     return texts
 
 
-def fill_sorted(pipe, texts: list[str], batch_size: int, **kwargs) -> list:
+def fill_sorted(pipe, texts: list[str], batch_size: int, precision: str = "fp32", **kwargs) -> list:
     """The fill-mask pipeline on texts sorted by length (less padding), results in input order;
     `kwargs` go to the pipeline call (e.g. top_k)."""
     import torch
 
-    from nlpfit.inference import batches_by_length
+    from nlpfit.inference import autocast, batches_by_length
 
     results: list = [None] * len(texts)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision, pipe.model.device):
         for chunk in batches_by_length([len(t) for t in texts], batch_size):
             out = pipe([texts[i] for i in chunk], batch_size=batch_size, **kwargs)
             if len(chunk) == 1:  # the pipeline unwraps a one-text list

@@ -335,6 +335,8 @@ class QuestionAnswering(Task):
         """Answer, score, start and end of each {question, context}, with the training windows."""
         import torch
 
+        from nlpfit.inference import autocast
+
         model, tokenizer, facts = predictor
         device = model.device
         items = self.question_items(inputs, popts)
@@ -351,7 +353,7 @@ class QuestionAnswering(Task):
         collate = self.collator(tokenizer, model)
         starts, ends = [], []
         bs = popts.batch_size
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(popts.precision, device):
             for b in range(0, len(rows), bs):
                 batch = {k: v.to(device) for k, v in collate(rows[b:b + bs]).items()}
                 out = model(**batch)

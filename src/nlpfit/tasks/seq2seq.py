@@ -362,7 +362,7 @@ class Seq2Seq(Task):
         """Generated text for each input, batched by length with the saved generation_config."""
         import torch
 
-        from nlpfit.inference import batches_by_length
+        from nlpfit.inference import autocast, batches_by_length
 
         model, tokenizer = predictor
         device = model.device
@@ -375,7 +375,7 @@ class Seq2Seq(Task):
         prefix = self.opts.source_prefix
         results: list = ["" if not t.strip() else None for t in texts]  # an empty text: an empty answer
         todo = [i for i, t in enumerate(texts) if t.strip()]
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(popts.precision, device):
             for batch in batches_by_length([len(texts[i]) for i in todo], popts.batch_size):
                 idx = [todo[b] for b in batch]
                 enc = tokenizer([prefix + texts[i] for i in idx], max_length=self.opts.max_source_length,

@@ -46,8 +46,6 @@ class Options:
 class PredictOptions(base.PredictOptions):
     aggregation: str = opt("simple", "How sub-token predictions form entities.",
                            choices=("simple", "first", "average", "max", "none"))
-    precision: str = opt("fp32", "Token classification: inference precision; bf16 (bfloat16 autocast) is about 2x faster on GPUs and on "
-                         "CPUs with AVX-512 BF16, and may change borderline predictions.", choices=("fp32", "bf16"))
 
 
 @dataclass(frozen=True)

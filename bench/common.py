@@ -1,0 +1,115 @@
+"""What the benchmarks of bench/ share: best-of-N timing, `nlpfit train` in a child process, peak
+memory, and the one table `bench_tasks.py` prints.
+
+Rules, the same for every task: one process tree on one machine; the plain transformers recipe and
+nlpfit run on the same model and data; each timed stage runs `repeat` times and its best time
+counts (timeit's rule: the least disturbed run); model loading is timed apart; speeds are compared
+as ratios to the plain recipe of the same stage, with the quality figure beside each speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+@dataclass
+class Row:
+    """One timed stage of one recipe.  The first row of a (task, stage) pair is the plain recipe:
+    the ratios of the others are to it."""
+
+    task: str
+    stage: str  # training, evaluation, prediction, post-processing, data preparation
+    recipe: str
+    rate: float  # items per second, in `unit`
+    unit: str  # "real tokens/s", "examples/s", "MB/s", ...
+    quality: str = ""  # the quality figure beside the speed, e.g. "BLEU 6.11"
+    seconds: float | None = None
+    note: str = ""
+
+
+def best_of(repeat: int, fn):
+    """(best wall time of `repeat` calls of fn, the last result)."""
+    times, result = [], None
+    for _ in range(max(repeat, 1)):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def timed(fn):
+    """(wall time of one call of fn, its result)."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def nlpfit(*args: str, quiet: bool = True) -> subprocess.CompletedProcess:
+    """`nlpfit ARGS` in a child process (same interpreter); fails loudly with its stderr."""
+    cmd = [sys.executable, "-m", "nlpfit", *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=quiet, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{(proc.stderr or '')[-3000:]}")
+    return proc
+
+
+def nlpfit_train(task: str, out: str | Path, *args: str) -> dict:
+    """`nlpfit train TASK --output OUT ARGS --overwrite` in a child process; its metrics.json."""
+    nlpfit("train", task, "--output", str(out), "--overwrite", *args)
+    return json.loads((Path(out) / "metrics.json").read_text())
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    """Peak resident memory of this process (or of its finished children), in MB."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+    return usage.ru_maxrss / 1024
+
+
+def machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def device_precisions() -> list[str]:
+    """The reduced precisions worth timing here: bf16 where the CPU or GPU runs it natively."""
+    import torch
+
+    if torch.cuda.is_available():
+        return ["bf16"] if torch.cuda.is_bf16_supported() else []
+    return ["bf16"] if torch.backends.mkldnn.is_available() and _cpu_has_bf16() else []
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def table(rows: list[Row]) -> str:
+    """Markdown: one line per row, the ratio to the first row of its (task, stage)."""
+    base: dict[tuple, Row] = {}
+    lines = ["| task | stage | recipe | speed | ratio | quality |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        first = base.setdefault((r.task, r.stage), r)
+        ratio = "1.00x" if first is r else f"**{r.rate / first.rate:.2f}x**"
+        speed = f"{r.rate:,.1f} {r.unit}" if r.rate < 100 else f"{r.rate:,.0f} {r.unit}"
+        note = f" ({r.note})" if r.note else ""
+        lines.append(f"| {r.task} | {r.stage} | {r.recipe}{note} | {speed} | {ratio} | {r.quality} |")
+    return "\n".join(lines)
