@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser demo demo-clm test test-fast bench clean
+.PHONY: install browser demo demo-clm test test-fast bench bench-quick profile clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,8 +40,18 @@ test: $(STAMP) browser
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# every task against its plain transformers recipe, one table (bench/bench_tasks.py)
 bench: $(STAMP)
-	$(BIN)/python bench/bench_ner.py
+	$(BIN)/python bench/bench_tasks.py
+
+# the same in a few minutes: small data, few steps
+bench-quick: $(STAMP)
+	$(BIN)/python bench/bench_tasks.py --quick
+
+# where each task spends its time (torch.profiler)
+profile: $(STAMP)
+	$(BIN)/python bench/profile_ner.py
+	$(BIN)/python bench/profile_tasks.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
