@@ -78,15 +78,18 @@ def test_same_blocks_with_one_and_two_processes(corpus, tokenizers, cache, pack)
     assert not cache.exists()  # --no-data-cache writes nothing there
 
 
-def test_a_batch_without_a_full_block_is_counted_and_left_out(tokenizers, tmp_path):
+def test_a_batch_without_a_full_block_is_counted_and_left_out(tokenizers, tmp_path, monkeypatch):
     import datasets
 
+    from nlpfit.tasks import clm
     from nlpfit.tasks.clm import make_blocks
+
+    monkeypatch.setattr(clm, "MAP_BATCH", 2)  # the first two batches hold only one-line files
 
     tok = tokenizers[0]
     texts = ["x = 1\n"] * 5 + [(STDLIB / "json" / "decoder.py").read_text(encoding="utf-8")]
     ds = datasets.Dataset.from_dict({"content": texts, "path": [str(i) for i in range(6)]})
-    feats, stats = make_blocks(ds.map(lambda b: b, batched=True, batch_size=2), tok, 64, False, 0, tmp_path, "t")
+    feats, stats = make_blocks(ds, tok, 64, False, 0, tmp_path, "t")
     assert feats[:]["input_ids"] == course_blocks(texts, tok, 64) and feats.column_names == ["input_ids"]
     n_tokens = sum(len(ids) for ids in tok(texts)["input_ids"])
     assert stats == {"blocks": len(feats), "tokens": n_tokens, "dropped": n_tokens - 64 * len(feats)}

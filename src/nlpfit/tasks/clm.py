@@ -37,6 +37,7 @@ from nlpfit.tasks.base import Evaluation, Task
 
 DEFAULT_NEW_TOKENS = 64
 STREAM_BATCH = 32  # files tokenized at once when streaming
+MAP_BATCH = 200  # files tokenized at once when the blocks are written
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,8 @@ def make_blocks(ds, tokenizer, context_length: int, pack: bool, num_proc: int, f
     import pyarrow.compute as pc
 
     procs = num_proc if num_proc > 1 else None
-    common = {"batched": True, "num_proc": procs, "remove_columns": ds.column_names}
+    # a batch of files at a time: the tokenizer's encodings of a batch are the peak of memory
+    common = {"batched": True, "batch_size": MAP_BATCH, "num_proc": procs, "remove_columns": ds.column_names}
     if pack:
         tokens = ds.map(file_tokens, fn_kwargs={"tokenizer": tokenizer, "column": column},
                         cache_file_name=str(folder / f"{split}-tokens.arrow"), new_fingerprint=uuid.uuid4().hex,
@@ -299,8 +301,12 @@ def make_blocks(ds, tokenizer, context_length: int, pack: bool, num_proc: int, f
 
         feats = load_arrow(folder, [f"{split}-blocks.arrow"])
         return feats, {"blocks": len(feats), "tokens": n_tok, "dropped": 0}
+    from datasets import Features, List, Value
+
+    # typed up front: a first batch without a full block must not make the column's type null
     chunks = ds.map(full_blocks, fn_kwargs={"tokenizer": tokenizer, "context_length": context_length,
                                             "column": column},
+                    features=Features({"input_ids": List(Value("int32")), "dropped": Value("int64")}),
                     cache_file_name=str(folder / f"{split}-blocks.arrow"), new_fingerprint=uuid.uuid4().hex,
                     desc=f"tokenizing {split}", **common)
     dropped = int(pc.sum(chunks.data.column("dropped")).as_py() or 0)
