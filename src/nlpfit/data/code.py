@@ -6,13 +6,24 @@ held in memory: `--streaming` training iterates it as often as needed, and the n
 writes it to an Arrow file as it reads.  The data-science keyword filter and the deterministic
 train / validation / test routing (by a hash of the document's path, so it needs no second pass and
 is the same whether or not the corpus is streamed) are applied while reading.
+
+Prepared data is kept between runs in an Arrow cache (`PreparedCache`): under
+`$HF_DATASETS_CACHE/nlpfit` (datasets' own cache folder, ~/.cache/huggingface/datasets by default),
+one folder per key.  The documents of a corpus are keyed by what was read (every file's path, size
+and modification time, the glob, text column, keyword filter and hold-out), the blocks cut from
+them by the documents' key and the tokenizer and block options; an entry is written aside and
+renamed into place, with its manifest, only once complete.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import shutil
 import sysconfig
+import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +36,10 @@ DS_KEYWORDS = ("pandas", "sklearn", "matplotlib", "seaborn")
 TABLE_SUFFIXES = {".jsonl", ".json", ".ndjson", ".parquet", ".csv", ".tsv"}
 #: a file whose first bytes hold a NUL is binary (what git and grep assume)
 SNIFF_BYTES = 8192
+#: the version of the prepared-data layout: a change of what is written makes new keys
+CACHE_FORMAT = 1
+#: documents per Arrow record batch while a corpus is written
+WRITE_BATCH = 256
 
 
 def parse_keywords(spec: str | None) -> list[str]:
@@ -333,3 +348,111 @@ class CodeCorpus:
     def texts(self, split: str | None = None, limit: int = 0) -> Iterator[str]:
         for doc in self.documents(split, limit):
             yield doc["content"]
+
+    def identity(self) -> str | None:
+        """A key of everything reading this corpus depends on: each file's path, size and modification
+        time (a folder's files as --glob finds them), and the reading options.  None for hub data,
+        whose content cannot be told without reading it."""
+        parts: list = [CACHE_FORMAT, self.glob, self.text_column, self.keywords, self.validation, self.test,
+                       self.seed]
+        for spec in self.specs:
+            path = Path(os.path.expanduser(spec))
+            if path.is_dir():
+                files = []
+                for f in walk_files(path, self.glob):
+                    try:
+                        st = f.stat()
+                    except OSError:
+                        continue
+                    files.append((f.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns))
+                parts.append(("folder", str(path.resolve()), files))
+            elif path.is_file():
+                st = path.stat()
+                parts.append(("file", str(path.resolve()), st.st_size, st.st_mtime_ns))
+            else:
+                return None
+        return digest(parts)
+
+    def write_splits(self, folder: Path) -> dict[str, Path]:
+        """Every document written, as it is read, to `folder/SPLIT.arrow` (columns content, path): one
+        pass over the sources, a batch of documents in memory at a time.  The splits written."""
+        from datasets import Features, Value
+        from datasets.arrow_writer import ArrowWriter
+
+        features = Features({"content": Value("string"), "path": Value("string")})
+        writers: dict[str, ArrowWriter] = {}
+        try:
+            for doc in self.documents(None):
+                split = doc["split"]
+                if split not in writers:
+                    writers[split] = ArrowWriter(features=features, path=str(folder / f"{split}.arrow"),
+                                                 writer_batch_size=WRITE_BATCH)
+                writers[split].write({"content": doc["content"], "path": doc["path"]})
+        finally:
+            for w in writers.values():
+                w.finalize()
+        return {split: folder / f"{split}.arrow" for split in writers}
+
+
+# ---- prepared data kept between runs -----------------------------------------------------------------
+def digest(parts) -> str:
+    """A short stable hash of JSON-able parts."""
+    text = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def cache_root() -> Path:
+    """Where prepared data is kept: `$HF_DATASETS_CACHE/nlpfit` (read when called, so that a change
+    of the variable in this process counts), else datasets' default cache folder's."""
+    env = os.environ.get("HF_DATASETS_CACHE")
+    if env:
+        return Path(env).expanduser() / "nlpfit"
+    import datasets.config
+
+    return Path(datasets.config.HF_DATASETS_CACHE) / "nlpfit"
+
+
+class PreparedCache:
+    """One entry of prepared Arrow data: `ROOT/KIND/KEY/` with manifest.json, present only once complete.
+
+    `staging()` gives a fresh private folder to write in; `commit(folder, manifest)` renames it into
+    place (when another process committed the same key first, its entry is kept and ours dropped)."""
+
+    def __init__(self, kind: str, key: str):
+        self.kind, self.key = kind, key
+        self.folder = cache_root() / kind / key
+
+    def load(self) -> dict | None:
+        try:
+            return json.loads((self.folder / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def staging(self) -> Path:
+        path = self.folder.parent / f".staging-{self.key}-{uuid.uuid4().hex[:8]}"
+        path.mkdir(parents=True)
+        return path
+
+    def commit(self, staging: Path, manifest: dict) -> Path:
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        if self.folder.exists() and self.load() is None:  # an incomplete entry (no manifest): replaced
+            shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            os.rename(staging, self.folder)
+        except OSError:
+            if self.load() is None:
+                raise
+            shutil.rmtree(staging, ignore_errors=True)  # committed by another process meanwhile
+        return self.folder
+
+    @staticmethod
+    def discard(staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_arrow(folder: Path, names: list[str]):
+    """The Arrow files `names` of `folder` as one memory-mapped datasets.Dataset."""
+    import datasets
+
+    parts = [datasets.Dataset.from_file(str(folder / name)) for name in names]
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)

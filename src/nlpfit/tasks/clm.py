@@ -26,6 +26,7 @@ import tempfile
 import uuid
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nlpfit import NlpfitError
 from nlpfit.config import SEED_MAX, opt
@@ -36,6 +37,7 @@ from nlpfit.tasks.base import Evaluation, Task
 
 DEFAULT_NEW_TOKENS = 64
 STREAM_BATCH = 32  # files tokenized at once when streaming
+MAP_BATCH = 200  # files tokenized at once when the blocks are written
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,11 @@ class Options:
     text_column: str = opt("content", "Text column of JSON Lines / Parquet / CSV / hub data.")
     filter_keywords: str | None = opt(None, "Keep files mentioning any of these comma-separated words (default data: "
                                             "pandas,sklearn,matplotlib,seaborn; '' keeps all).")
+    num_proc: int = opt(0, "Processes that tokenize the files and cut the blocks (datasets' map num_proc; 0 or 1: "
+                           "this process).  The blocks are the same for every value.", min=0, max=256)
+    data_cache: bool = opt(True, "Keep the documents and blocks prepared from files in an Arrow cache under "
+                                 "$HF_DATASETS_CACHE/nlpfit, reused by a later run of the same files, tokenizer and "
+                                 "block options.")
     streaming: bool = opt(False, "Stream the training corpus instead of materialising it (needs --max-steps).")
     shuffle_buffer: int = opt(1000, "Blocks in the streaming shuffle buffer (0 or 1: stream order).", min=0)
     max_stream_eval_files: int = opt(500, "With --streaming: validation files kept in memory (the first N routed "
@@ -178,6 +185,60 @@ def pack_texts(texts, tokenizer, context_length: int, batch_size: int = 32):
         yield {"input_ids": list(buf)}
 
 
+def full_blocks(batch, tokenizer, context_length: int, column: str = "content"):
+    """The course's tokenize(): each text cut into context_length blocks, the full ones kept.  Column
+    `dropped` counts the tokens of the shorter blocks left out (all on the batch's first row; a batch
+    without a full block gives one empty row, which the caller removes)."""
+    out = tokenizer(batch[column], truncation=True, max_length=context_length, return_overflowing_tokens=True,
+                    return_length=True)
+    ids = [x for x, n in zip(out["input_ids"], out["length"]) if n == context_length]
+    dropped = sum(n for n in out["length"] if n != context_length)
+    if not ids:
+        return {"input_ids": [[]], "dropped": [dropped]}
+    return {"input_ids": ids, "dropped": [dropped] + [0] * (len(ids) - 1)}
+
+
+def file_tokens(batch, tokenizer, column: str = "content"):
+    """Each text's token ids followed by the eos separator (what --pack joins)."""
+    eos = tokenizer.eos_token_id
+    ids = tokenizer(batch[column], add_special_tokens=False, verbose=False)["input_ids"]
+    return {"input_ids": [x + [eos] for x in ids]}
+
+
+def pack_arrow(tokens, context_length: int, path, rows_per_batch: int = 4096) -> int:
+    """The token lists of `tokens` (a Dataset with column input_ids) joined in order and cut into
+    context_length blocks, written to the Arrow file `path` as they are made; the last block keeps
+    the rest (what pack_texts yields).  Memory: one batch of rows.  The number of tokens."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from datasets.arrow_writer import ArrowWriter
+
+    writer = ArrowWriter(features=tokens.features, path=str(path))
+
+    def write(values):
+        n = len(values) // context_length + (1 if len(values) % context_length else 0)
+        offsets = np.minimum(np.arange(n + 1, dtype=np.int64) * context_length, len(values)).astype(np.int32)
+        blocks = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.int32()))
+        writer.write_table(pa.table({"input_ids": blocks}))
+
+    carry, total = np.empty(0, dtype=np.int32), 0
+    try:
+        for table in tokens.with_format("arrow").iter(batch_size=rows_per_batch):
+            flat = pc.list_flatten(table.column("input_ids")).to_numpy().astype(np.int32, copy=False)
+            total += len(flat)
+            buf = np.concatenate([carry, flat])
+            n_full = len(buf) // context_length * context_length
+            if n_full:
+                write(buf[:n_full])
+            carry = buf[n_full:]
+        if len(carry):
+            write(carry)
+    finally:
+        writer.finalize()
+    return total
+
+
 def _pack_gen(source, tokenizer, context_length: int):
     yield from pack_texts((row["content"] for row in source), tokenizer, context_length)
 
@@ -203,6 +264,60 @@ def causal_lm_collator(tokenizer):
             return batch
 
     return CausalLMCollator(tokenizer, mlm=False)
+
+
+def tokenizer_digest(tokenizer) -> str | None:
+    """A key of what the tokenizer makes of a text: its whole pipeline (vocabulary, merges, normaliser,
+    pre-tokenizer, post-processor, added tokens) and its eos id; None for a slow tokenizer."""
+    from nlpfit.data.code import digest
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    return digest([type(tokenizer).__name__, backend.to_str(), tokenizer.eos_token_id])
+
+
+def make_blocks(ds, tokenizer, context_length: int, pack: bool, num_proc: int, folder: Path, split: str,
+                column: str = "content"):
+    """The training blocks of the documents `ds`, written as Arrow files in `folder`: the course's
+    batched map (tokenize, cut, keep the full blocks) or, with `pack`, the files' tokens joined with eos
+    separators and cut in order.  `num_proc` > 1 tokenizes contiguous shards in that many processes
+    (the same blocks, in the same order).  (blocks Dataset with column input_ids, counts)."""
+    import pyarrow.compute as pc
+
+    procs = num_proc if num_proc > 1 else None
+    # a batch of files at a time: the tokenizer's encodings of a batch are the peak of memory
+    common = {"batched": True, "batch_size": MAP_BATCH, "num_proc": procs, "remove_columns": ds.column_names}
+    if pack:
+        tokens = ds.map(file_tokens, fn_kwargs={"tokenizer": tokenizer, "column": column},
+                        cache_file_name=str(folder / f"{split}-tokens.arrow"), new_fingerprint=uuid.uuid4().hex,
+                        desc=f"tokenizing {split}", **common)
+        n_tok = pack_arrow(tokens, context_length, folder / f"{split}-blocks.arrow")
+        token_files = [f["filename"] for f in tokens.cache_files]
+        del tokens
+        for f in token_files:  # the joined blocks are what is kept
+            Path(f).unlink(missing_ok=True)
+        from nlpfit.data.code import load_arrow
+
+        feats = load_arrow(folder, [f"{split}-blocks.arrow"])
+        return feats, {"blocks": len(feats), "tokens": n_tok, "dropped": 0}
+    from datasets import Features, List, Value
+
+    # typed up front: a first batch without a full block must not make the column's type null
+    chunks = ds.map(full_blocks, fn_kwargs={"tokenizer": tokenizer, "context_length": context_length,
+                                            "column": column},
+                    features=Features({"input_ids": List(Value("int32")), "dropped": Value("int64")}),
+                    cache_file_name=str(folder / f"{split}-blocks.arrow"), new_fingerprint=uuid.uuid4().hex,
+                    desc=f"tokenizing {split}", **common)
+    dropped = int(pc.sum(chunks.data.column("dropped")).as_py() or 0)
+    empty = int(pc.sum(pc.equal(pc.list_value_length(chunks.data.column("input_ids")), 0)).as_py() or 0)
+    if empty:  # batches that held no full block left one empty row each
+        chunks = chunks.filter(lambda ids: [len(x) > 0 for x in ids], input_columns="input_ids", batched=True,
+                               desc=f"keeping full blocks ({split})")
+        chunks = chunks.flatten_indices(cache_file_name=str(folder / f"{split}-full.arrow"),
+                                        new_fingerprint=uuid.uuid4().hex)
+    feats = chunks.select_columns(["input_ids"])
+    return feats, {"blocks": len(feats), "tokens": len(feats) * context_length + dropped, "dropped": dropped}
 
 
 def _temp_cache() -> str:
@@ -282,39 +397,48 @@ class CausalLM(Task):
                                                                      if s != "train"))
             return raw, Facts(streaming=True)
 
-        def all_docs():
-            yield from corpus.documents(None)
+        from nlpfit.data.code import PreparedCache, load_arrow
 
-        try:
-            everything = datasets.Dataset.from_generator(all_docs, cache_dir=_temp_cache(),
-                                                         fingerprint=uuid.uuid4().hex)
-        except NlpfitError:
-            raise
-        except Exception as exc:  # datasets wraps what the generator raised; no document: no schema
-            if isinstance(exc.__cause__, NlpfitError):
-                raise exc.__cause__ from None
-            if corpus.report.kept:
+        key = corpus.identity() if o.data_cache else None  # None: hub data, or the cache is off
+        entry = PreparedCache("clm-documents", key) if key else None
+        manifest = entry.load() if entry else None
+        if manifest is not None:
+            folder = entry.folder
+            info(f"data: reusing the documents prepared by an earlier run from {folder} (same files, sizes and "
+                 "modification times, same reading options)")
+        else:
+            folder = entry.staging() if entry else Path(_temp_cache())
+            try:
+                written = corpus.write_splits(folder)
+                report = corpus.report
+                manifest = {"splits": {split: path.name for split, path in written.items()},
+                            "scan": {"total": report.total, "kept": report.kept, "binary": report.binary,
+                                     "undecodable": report.undecodable, "empty": report.empty},
+                            "summary": report.summary(keywords), "skipped": list(report.examples_skipped)}
+                if not report.kept:
+                    raise NlpfitError(f"{where}: no documents ({manifest['summary']}; --glob {o.glob})")
+                if entry:
+                    folder = entry.commit(folder, manifest)
+            except BaseException:
+                if entry:
+                    PreparedCache.discard(folder)
                 raise
-            everything = None
-        report = corpus.report
-        summary = report.summary(keywords)
-        if everything is None or len(everything) == 0:
-            raise NlpfitError(f"{where}: no documents ({summary}; --glob {o.glob})")
-        info(f"data: {summary}")
-        if report.examples_skipped:
-            info("  skipped, e.g. " + "; ".join(report.examples_skipped))
-        scan = {"total": report.total, "kept": report.kept, "binary": report.binary,
-                "undecodable": report.undecodable, "empty": report.empty}
+        self._documents_cached = entry is not None
+        info(f"data: {manifest['summary']}")
+        if manifest["skipped"]:
+            info("  skipped, e.g. " + "; ".join(manifest["skipped"]))
+        names = manifest["splits"]
+        order = [s for s in corpus.split_names() if s in names] + sorted(set(names) - set(corpus.split_names()))
         raw = datasets.DatasetDict()
-        for split in corpus.split_names():
-            part = everything.filter(lambda s, split=split: s == split, input_columns="split",
-                                     desc=f"routing {split}").remove_columns("split")
+        for split in order:
+            part = load_arrow(folder, [names[split]])
             if len(part):
                 raw[split] = part
         if "train" not in raw and trained is None:
-            raise NlpfitError(f"{where}: no training documents (all {len(everything)} went to validation/test)")
+            total = sum(len(d) for d in raw.values())
+            raise NlpfitError(f"{where}: no training documents (all {total} went to validation/test)")
         info("data: " + ", ".join(f"{s} {len(d)} files" for s, d in raw.items()))
-        return raw, Facts(scan=scan)
+        return raw, Facts(scan=manifest["scan"])
 
     # ---- 2. model and tokenizer --------------------------------------------------------------
     def build(self, raw, facts):
@@ -430,33 +554,54 @@ class CausalLM(Task):
             if isinstance(ds, datasets.IterableDataset):
                 features[split] = self._stream_features(ds, tokenizer)
                 continue
+            feats, stats = self._blocks(split, ds, tokenizer)
             if o.pack:
-                feats = datasets.Dataset.from_generator(
-                    _pack_gen, gen_kwargs={"source": ds, "tokenizer": tokenizer, "context_length": ctx},
-                    cache_dir=_temp_cache(), fingerprint=uuid.uuid4().hex)
-                n_tok = sum(feats.data.column("input_ids").combine_chunks().value_lengths().to_pylist())
-                info(f"{split}: {len(feats)} blocks from {n_tok} tokens (files packed with eos separators, "
+                info(f"{split}: {len(feats)} blocks from {stats['tokens']} tokens (files packed with eos separators, "
                      "last block shorter: nothing dropped)")
-                blocks[split] = {"blocks": len(feats), "tokens": n_tok, "dropped": 0}
             else:
-                chunks = ds.map(chunk_batch, batched=True, remove_columns=ds.column_names,
-                                fn_kwargs={"tokenizer": tokenizer, "context_length": ctx}, desc=f"tokenizing {split}")
-                import numpy as np
-
-                lengths = np.asarray(chunks["length"])
-                full = lengths == ctx
-                dropped, total = int(lengths[~full].sum()), int(lengths.sum())
-                feats = chunks.filter(lambda n: n == ctx, input_columns="length", batched=False,
-                                      desc=f"keeping full blocks ({split})").remove_columns("length")
-                feats = feats.flatten_indices()  # a contiguous table (loop.lengths_of reads the Arrow column)
+                dropped, total = stats["dropped"], stats["tokens"]
                 info(f"{split}: {len(feats)} blocks of {ctx} tokens; dropped {dropped} of {total} tokens "
                      f"({dropped / max(total, 1):.1%}) in partial blocks at file ends (--pack keeps them)")
-                blocks[split] = {"blocks": len(feats), "tokens": total, "dropped": dropped}
+            blocks[split] = stats
             if len(feats) == 0:
                 raise NlpfitError(f"{split}: no block of {ctx} tokens (files too short: lower --context-length or "
                                   "use --pack)")
             features[split] = feats
         return features, dataclasses.replace(facts, blocks=blocks)
+
+    def _blocks(self, split: str, ds, tokenizer):
+        """The blocks of one split and their counts, from the cache when an earlier run made them from
+        the same documents with the same tokenizer and block options."""
+        from nlpfit.data.code import CACHE_FORMAT, PreparedCache, digest, load_arrow
+
+        o = self.opts
+        tok_key = tokenizer_digest(tokenizer)
+        entry = None
+        if getattr(self, "_documents_cached", False) and tok_key and ds.cache_files:
+            # the documents' fingerprint follows their files and any selection made since (--max-*-samples)
+            entry = PreparedCache("clm-blocks", digest([CACHE_FORMAT, ds._fingerprint, tok_key, o.context_length,
+                                                        o.pack]))
+            manifest = entry.load()
+            if manifest is not None:
+                info(f"{split}: reusing the blocks prepared by an earlier run from {entry.folder}")
+                feats = load_arrow(entry.folder, manifest["files"])
+                return feats.select_columns(["input_ids"]), manifest["stats"]
+        folder = entry.staging() if entry else Path(_temp_cache())
+        try:
+            feats, stats = make_blocks(ds, tokenizer, o.context_length, o.pack, o.num_proc, folder, split)
+            if entry is None:
+                return feats, stats
+            files = [Path(f["filename"]).name for f in feats.cache_files]
+            del feats
+            for f in folder.glob("*.arrow"):  # intermediate files
+                if f.name not in files:
+                    f.unlink()
+            folder = entry.commit(folder, {"files": files, "stats": stats})
+        except BaseException:
+            if entry:
+                PreparedCache.discard(folder)
+            raise
+        return load_arrow(folder, files).select_columns(["input_ids"]), stats
 
     def _stream_features(self, ds, tokenizer):
         import datasets
