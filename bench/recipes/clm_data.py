@@ -4,7 +4,9 @@ The corpus is the Python source installed here (CPython's standard library and s
 kept by codeparrot-clean's filters (no minified or generated files) and written as codeparrot-ds is
 (a JSON Lines file with repo_name, path, content), its files repeated
 until the size is reached: NLPFIT_BENCH_CLM_MB (default 64 MB, what six passes fit in about 10 minutes on
-two shared cores at ~1 MB/s; set 1024 for codeparrot's gigabyte where the cores allow; --quick 32 MB).  The tokenizer is a
+two cores at ~1 MB/s; --quick 16 MB).  The full run then prepares a corpus of codeparrot's scale once
+with nlpfit (NLPFIT_BENCH_CLM_BIG_MB, default 1024 MB; 0 skips it): its MB/s and peak RSS, and the
+second run that finds it in the cache.  The tokenizer is a
 byte-level BPE trained once with nlpfit's tokenizer training (16k tokens), the same for both sides.
 
 The plain recipe is the course's: `raw_datasets = load_dataset("json", data_files=...)`, its
@@ -156,7 +158,7 @@ def setup(quick: bool, tmp: Path) -> dict:
     from nlpfit.tokenizer_training import train_bpe
 
     tmp.mkdir(parents=True, exist_ok=True)
-    size = 32 if quick else int(os.environ.get("NLPFIT_BENCH_CLM_MB", "64"))
+    size = 16 if quick else int(os.environ.get("NLPFIT_BENCH_CLM_MB", "64"))
     files = source_files(min(size, 64) * 2**20)
     tok_dir = tmp / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
@@ -165,7 +167,11 @@ def setup(quick: bool, tmp: Path) -> dict:
     for mb in (max(size // 4, 1), size):
         path = tmp / f"codeparrot-local-{mb}mb.jsonl"
         corpora[mb] = {"path": str(path), **write_corpus(path, mb, files)}
-    return {"size": size, "tokenizer": str(tok_dir), "corpora": corpora}
+    big = 0 if quick else int(os.environ.get("NLPFIT_BENCH_CLM_BIG_MB", "1024"))
+    if big > size:
+        path = tmp / f"codeparrot-local-{big}mb.jsonl"
+        corpora[big] = {"path": str(path), **write_corpus(path, big, files)}
+    return {"size": size, "big": big if big > size else 0, "tokenizer": str(tok_dir), "corpora": corpora}
 
 
 def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
@@ -215,6 +221,18 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
                 quality(ours_np), ours_np["seconds"], note(ours_np)),
             Row("clm", "data preparation", "nlpfit train clm, second run (Arrow cache reused)", mb / again["seconds"],
                 "MB/s", quality(again), again["seconds"], note(again))]
+    if env["big"]:  # codeparrot's scale: nlpfit alone, once, then its second run
+        corpus = env["corpora"][env["big"]]
+        gb_mb = corpus["content_bytes"] / 2**20
+        first = measure(f"nlpfit --num-proc {procs}, {gb_mb:.0f} MB", "nlpfit", procs, corpus=corpus)
+        second = measure(f"nlpfit, second run, {gb_mb:.0f} MB", "nlpfit", procs, corpus=corpus, cache=first["cache"])
+        assert "reusing the blocks" in second["log"], second["log"][-2000:]
+        for name, r in ((f"nlpfit train clm --num-proc {procs}, {gb_mb:.0f} MB corpus", first),
+                        (f"the same, second run (Arrow cache reused), {gb_mb:.0f} MB corpus", second)):
+            rows.append(Row("clm", "data preparation", name, gb_mb / r["seconds"], "MB/s", f"{r['blocks']:,} blocks",
+                            r["seconds"], f"peak RSS {r['peak_rss_mb']:.0f} MB"
+                            + (f" (+ workers {r['workers_peak_rss_mb']:.0f} MB)" if r["workers_peak_rss_mb"] > 50 else "")))
+        os.unlink(corpus["path"])
     import shutil
 
     shutil.rmtree(cache_root, ignore_errors=True)
