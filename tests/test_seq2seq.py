@@ -335,4 +335,5 @@ def test_predict_is_batched_generate(tiny_models):
     with torch.inference_mode():
         for text, row in zip(texts, rows):  # one text per call, no padding: the plain way
             enc = tokenizer(text, max_length=task.opts.max_source_length, truncation=True, return_tensors="pt")
-            assert row["translation_text"] == tokenizer.decode(model.generate(**enc)[0], skip_special_tokens=True).strip()
+            alone = tokenizer.decode(model.generate(**enc)[0], skip_special_tokens=True).strip()
+            assert row["translation_text"] == alone

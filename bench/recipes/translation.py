@@ -49,7 +49,7 @@ def quality(metrics: dict, prefix: str) -> str:
 
 
 def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
-    return s2s.section("translation", steps=60 if quick else 300, limit=64 if quick else 0,
+    return s2s.section("translation", steps=120 if quick else 300, limit=0,
                        n_predict=24 if quick else 86, repeat=repeat, tmp=tmp,
                        compute_metrics_for=compute_metrics_for, quality=quality)
 

@@ -332,7 +332,10 @@ class Seq2Seq(Task):
         model = getattr(model, "module", model)
         labels = batch["labels"]
         encoder_outputs = encode(model, batch["input_ids"], batch["attention_mask"])
-        decoder = {"decoder_input_ids": batch["decoder_input_ids"]} if "decoder_input_ids" in batch else {"labels": labels}
+        if "decoder_input_ids" in batch:
+            decoder = {"decoder_input_ids": batch["decoder_input_ids"]}
+        else:  # the model shifts the labels itself
+            decoder = {"labels": labels}
         if "decoder_attention_mask" in batch:
             decoder["decoder_attention_mask"] = batch["decoder_attention_mask"]
         logits = model(attention_mask=batch["attention_mask"], encoder_outputs=encoder_outputs, **decoder).logits
