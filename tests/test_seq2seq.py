@@ -260,3 +260,80 @@ def test_decode_treats_minus_100_as_padding(tiny_tok):
     texts = decode(tiny_tok, padded)
     assert texts[0] == "le chat est sur le tapis"
     assert texts[1] == tiny_tok.decode(ids[:2], skip_special_tokens=True).strip()
+
+
+# ---- evaluation: the encoder once, ids only ------------------------------------------------------------
+def _trained(tiny_models, task_name):
+    from nlpfit.run import load_run
+    from nlpfit.tasks import make_task as task_for
+
+    out = tiny_models(task_name)
+    cfg, _ = load_run(str(out))
+    task = task_for(cfg.replace(validation_split=0.0, test_split=0.0))
+    raw, facts = task.load_data(trained=task.trained_facts(str(out)))
+    model, tokenizer = task.load_trained(str(out))
+    features, facts = task.preprocess(raw, tokenizer, model.config, facts, training=False)
+    return task, model, tokenizer, features["train"], raw["train"], facts
+
+
+@pytest.mark.parametrize("task_name", ["translation", "summarization"])
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_eval_step_matches_forward_then_generate(tiny_models, task_name, num_beams):
+    import dataclasses
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from nlpfit.engines.loop import make_collate
+
+    task, model, tokenizer, features, _, _ = _trained(tiny_models, task_name)
+    task.cfg = task.cfg.replace(task_options=dataclasses.replace(task.opts, num_beams=num_beams))
+    model.eval()
+    collate = make_collate(task.collator(tokenizer, model), model)
+    batch = next(iter(DataLoader(features, batch_size=12, collate_fn=collate)))
+    with torch.inference_mode():
+        ours = task.eval_step(model, batch)
+        # the plain way: a full forward pass for the loss, then generate() (the encoder runs twice)
+        logits = model(**batch).logits
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["labels"], ignore_index=-100,
+                                                 reduction="none").sum(dim=1)
+        generated = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                   num_beams=num_beams, max_new_tokens=task.max_new_tokens())
+    assert torch.equal(ours["generated"], generated)
+    assert torch.allclose(ours["loss_sum"], loss, rtol=1e-5, atol=1e-5)
+    assert torch.equal(ours["n_tokens"], (batch["labels"] != -100).sum(dim=1))
+
+
+def test_evaluation_keeps_ids_only_and_runs_in_bf16(tiny_models):
+    import numpy as np
+
+    from nlpfit.engines.loop import evaluate, predict_outputs
+
+    task, model, tokenizer, features, raw, facts = _trained(tiny_models, "translation")
+    outputs = predict_outputs(task, model, tokenizer, features, 8)
+    assert set(outputs) == {"generated", "labels", "loss_sum", "n_tokens"}
+    longest = task.max_new_tokens() + 1  # the decoder's start token, then the new tokens
+    for i, row in enumerate(outputs["generated"]):  # per example: its ids, never a row of logits
+        assert row.ndim == 1 and row.dtype.kind == "i" and len(row) <= longest
+        assert outputs["labels"][i].ndim == 1 and np.ndim(outputs["loss_sum"][i]) == 0
+    fp32 = evaluate(task, model, tokenizer, features, raw, facts, 8).metrics
+    bf16 = evaluate(task, model, tokenizer, features, raw, facts, 8, precision="bf16").metrics
+    assert np.isfinite(bf16["loss"]) and abs(bf16["loss"] - fp32["loss"]) < 0.1 * fp32["loss"]
+    assert 0 <= bf16["bleu"] <= 100 and bf16["gen_len"] > 0
+
+
+def test_predict_is_batched_generate(tiny_models):
+    import torch
+
+    from nlpfit.run import predict
+
+    out = tiny_models("translation")
+    task, model, tokenizer, _, raw, _ = _trained(tiny_models, "translation")
+    texts = list(raw["source"][:10])
+    rows = list(predict(str(out), texts, {"batch_size": 4}))
+    model.eval()
+    with torch.inference_mode():
+        for text, row in zip(texts, rows):  # one text per call, no padding: the plain way
+            enc = tokenizer(text, max_length=task.opts.max_source_length, truncation=True, return_tensors="pt")
+            alone = tokenizer.decode(model.generate(**enc)[0], skip_special_tokens=True).strip()
+            assert row["translation_text"] == alone

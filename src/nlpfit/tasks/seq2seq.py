@@ -90,6 +90,23 @@ def text_value(value, where: str, column: str) -> str:
     raise NlpfitError(f"{where}: {column} is {kind_of(value)}, not text")
 
 
+# ---- generation ---------------------------------------------------------------------------------------
+def encode(model, input_ids, attention_mask):
+    """The encoder's output for a batch (what generate() computes first)."""
+    return model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+
+
+def generate(model, input_ids, attention_mask, encoder_outputs=None, **overrides):
+    """`model.generate(input_ids=..., attention_mask=..., **overrides)`, from the encoder output when one
+    is given (the encoder does not run again).  generate() may expand `encoder_outputs` in place for
+    beams: use it for nothing else afterwards."""
+    model = getattr(model, "module", model)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if encoder_outputs is None:
+        return model.generate(input_ids=input_ids, attention_mask=attention_mask, **overrides)
+    return model.generate(attention_mask=attention_mask, encoder_outputs=encoder_outputs, **overrides)
+
+
 # ---- the shared task --------------------------------------------------------------------------------------
 class Seq2Seq(Task):
     """What translation and summarization share; subclasses say how a row becomes (source, target)
@@ -307,15 +324,26 @@ class Seq2Seq(Task):
 
     # ---- 3. evaluation: generate, decode, score -------------------------------------------------
     def eval_step(self, model, batch):
+        """The loss (summed per example) and the generated ids of a batch.  The encoder runs once: its
+        output feeds both the teacher-forced forward pass and generation.  Only token ids and two numbers
+        per example leave the step, never logits, so what evaluation keeps grows with the ids alone."""
         import torch
 
         model = getattr(model, "module", model)
-        logits = model(**batch).logits
         labels = batch["labels"]
+        encoder_outputs = encode(model, batch["input_ids"], batch["attention_mask"])
+        if "decoder_input_ids" in batch:
+            decoder = {"decoder_input_ids": batch["decoder_input_ids"]}
+        else:  # the model shifts the labels itself
+            decoder = {"labels": labels}
+        if "decoder_attention_mask" in batch:
+            decoder["decoder_attention_mask"] = batch["decoder_attention_mask"]
+        logits = model(attention_mask=batch["attention_mask"], encoder_outputs=encoder_outputs, **decoder).logits
         loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=-100,
                                                  reduction="none").sum(dim=1)
-        generated = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                   num_beams=self.opts.num_beams, max_new_tokens=self.max_new_tokens())
+        del logits
+        generated = generate(model, batch["input_ids"], batch["attention_mask"], encoder_outputs=encoder_outputs,
+                             num_beams=self.opts.num_beams, max_new_tokens=self.max_new_tokens())
         return {"generated": generated, "labels": labels, "loss_sum": loss, "n_tokens": (labels != -100).sum(dim=1)}
 
     def score(self, predictions: list[str], references: list[str]) -> dict:
@@ -380,7 +408,7 @@ class Seq2Seq(Task):
                 idx = [todo[b] for b in batch]
                 enc = tokenizer([prefix + texts[i] for i in idx], max_length=self.opts.max_source_length,
                                 truncation=True, padding=True, return_tensors="pt").to(device)
-                out = model.generate(**enc, **kwargs)
+                out = generate(model, enc["input_ids"], enc["attention_mask"], **kwargs)
                 for i, text in zip(idx, decode(tokenizer, out.cpu().numpy())):
                     results[i] = text
         for text, result in zip(texts, results):
