@@ -92,3 +92,51 @@ def test_sampling_depends_on_the_seed_alone(gpt2_pipe):
     assert among[1] == alone[0]
     again = list(task.predict_with(gpt2_pipe, ["import json\n"], opts))
     assert again == alone
+
+
+# ---- fill-mask on the masked positions only ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bert_pipe(tmp_path_factory):
+    import torch
+    from transformers import BertForMaskedLM, pipeline
+
+    from conftest import build_tiny_bert
+
+    folder = build_tiny_bert(tmp_path_factory.mktemp("tiny-bert-mlm"))
+    torch.manual_seed(1)
+    model = BertForMaskedLM.from_pretrained(folder).eval()  # a new head, random
+    from transformers import AutoTokenizer
+
+    return pipeline("fill-mask", model=model, tokenizer=AutoTokenizer.from_pretrained(folder), device="cpu")
+
+
+FILL = ["the [MASK] statement is executed .", "Alice moved to [MASK] last year .", "[MASK] .",
+        "the [MASK] is [MASK] here , said the weather report of the day in Paris and London .",
+        "nothing special happened today , said the [MASK] report .", "a [MASK]"]
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_fill_masks_is_the_pipeline_on_each_text(bert_pipe, batch_size):
+    from nlpfit.tasks.mlm import fill_masks
+
+    ours = fill_masks(bert_pipe.model, bert_pipe.tokenizer, FILL, batch_size, top_k=4)
+    for text, got in zip(FILL, ours):
+        want = bert_pipe(text, top_k=4)
+        flat_want = want if isinstance(want[0], list) else [want]
+        flat_got = got if isinstance(got[0], list) else [got]
+        assert isinstance(got[0], list) == isinstance(want[0], list)
+        for w_mask, g_mask in zip(flat_want, flat_got, strict=True):
+            assert [c["token"] for c in g_mask] == [c["token"] for c in w_mask]
+            assert [c["token_str"] for c in g_mask] == [c["token_str"] for c in w_mask]
+            assert [c["sequence"] for c in g_mask] == [c["sequence"] for c in w_mask]
+            assert [c["score"] for c in g_mask] == pytest.approx([c["score"] for c in w_mask], abs=1e-6)
+
+
+def test_fill_mask_prediction_in_bf16_keeps_the_best_fillers(bert_pipe):
+    from nlpfit.tasks.mlm import PredictOptions, fill_masks
+
+    fp32 = fill_masks(bert_pipe.model, bert_pipe.tokenizer, FILL[:3], 4, top_k=3)
+    bf16 = fill_masks(bert_pipe.model, bert_pipe.tokenizer, FILL[:3], 4, precision="bf16", top_k=3)
+    assert [len(r) for r in bf16] == [len(r) for r in fp32]
+    assert all(0 < c["score"] <= 1 for r in bf16 for c in r)
+    assert PredictOptions(precision="bf16").top_k == 5
