@@ -36,7 +36,7 @@ CHUNK = 128
 
 
 def settings(quick: bool) -> dict:
-    return {"steps": 6, "batch": 8, "eval_blocks": 32, "texts": 40} if quick else \
+    return {"steps": 4, "batch": 8, "eval_blocks": 16, "texts": 24} if quick else \
         {"steps": 24, "batch": 16, "eval_blocks": 128, "texts": 150}
 
 
@@ -72,6 +72,7 @@ def plain_model(model_path: str):
 
 def plain_training(model_path: str, raw, eval_blocks, out: str, steps: int, batch_size: int, bf16: bool) -> dict:
     """The course's masked-LM recipe, written as the course writes it."""
+    import torch
     from transformers import (AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments,
                               default_data_collator)
 
@@ -102,7 +103,8 @@ def plain_training(model_path: str, raw, eval_blocks, out: str, steps: int, batc
     training_args = TrainingArguments(out, eval_strategy="no", learning_rate=2e-5, weight_decay=0.01,
                                       per_device_train_batch_size=batch_size, per_device_eval_batch_size=32,
                                       max_steps=steps, bf16=bf16, logging_steps=steps, save_strategy="no",
-                                      report_to="none", disable_tqdm=True, seed=42)
+                                      report_to="none", disable_tqdm=True, seed=42,
+                                      use_cpu=not torch.cuda.is_available())  # bf16 on a CPU needs use_cpu
     trainer = Trainer(model=model, args=training_args, train_dataset=lm_dataset, data_collator=data_collator,
                       processing_class=tokenizer)
     start = time.perf_counter()
