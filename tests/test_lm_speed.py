@@ -140,3 +140,36 @@ def test_fill_mask_prediction_in_bf16_keeps_the_best_fillers(bert_pipe):
     assert [len(r) for r in bf16] == [len(r) for r in fp32]
     assert all(0 < c["score"] <= 1 for r in bf16 for c in r)
     assert PredictOptions(precision="bf16").top_k == 5
+
+
+# ---- the causal-LM token losses ------------------------------------------------------------------------------
+def test_token_losses_are_the_shifted_cross_entropy():
+    import torch
+
+    from nlpfit.tasks.clm import token_losses
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 11)
+    labels = torch.randint(0, 11, (3, 7))
+    labels[2, 4:] = -100
+    loss, counted = token_losses(logits, labels)
+    want = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none")
+    assert loss.shape == (3, 6) and torch.equal(counted, labels[:, 1:] != -100)
+    assert torch.allclose(loss, want, atol=1e-6)
+    assert torch.all(loss[2, 3:] == 0)
+    bf16, _ = token_losses(logits.bfloat16(), labels)
+    assert bf16.dtype == torch.float32
+
+
+def test_evaluation_loss_is_the_model_loss(gpt2_pipe):
+    import torch
+
+    from nlpfit.tasks.clm import causal_lm_collator
+
+    task, tok = _task(), gpt2_pipe.tokenizer
+    blocks = [{"input_ids": ids} for ids in tok(["def dumps(obj):\n    return x", "import json\nx = 1"])["input_ids"]]
+    batch = causal_lm_collator(tok)(blocks)
+    with torch.no_grad():
+        out = task.eval_step(gpt2_pipe.model, batch)
+        model_loss = gpt2_pipe.model(**batch).loss
+    assert float(out["loss_sum"].sum() / out["n_tokens"].sum()) == pytest.approx(float(model_loss), rel=1e-5)

@@ -92,11 +92,14 @@ def token_losses(logits, labels):
     and the mask of counted tokens."""
     import torch
 
-    shift_logits = logits[:, :-1, :].float()
+    # the labels move one step left (the last position predicts nothing) rather than the logits: the
+    # cross-entropy then reads the [batch x length, vocab] logits as they lie, with no strided copy
+    batch, length, vocab = logits.shape
     shift_labels = labels[:, 1:]
-    loss = torch.nn.functional.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100,
-                                             reduction="none")
-    return loss, shift_labels != -100
+    targets = torch.nn.functional.pad(shift_labels, (0, 1), value=-100)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1),
+                                             ignore_index=-100, reduction="none")
+    return loss.view(batch, length)[:, :-1], shift_labels != -100
 
 
 def keytoken_weighted_loss(logits, labels, input_ids, keytoken_ids, alpha: float, attention_mask=None):
