@@ -21,6 +21,9 @@ from seed 42.
 Quality beside the speed: the validation loss and perplexity after the same steps on the same
 blocks (Trainer.evaluate() for the plain recipe, nlpfit's run for nlpfit) and the training loss.
 
+Evaluation: Trainer.evaluate() on the validation blocks against nlpfit's evaluation loop (its token
+losses), one trained model, best of `repeat`.
+
 Prediction: greedy completions of 32 tokens of the first lines of validation files, the pipeline
 on one prompt at a time against `nlpfit predict` (batched, left-padded); the quality figure is the
 share of completions equal to the pipeline's.
@@ -112,7 +115,7 @@ def plain_training(tokenizer_dir: str, raw, out: str, steps: int, batch_size: in
     seconds = time.perf_counter() - start
     eval_loss = trainer.evaluate()["eval_loss"]
     return {"seconds": seconds, "tokens": steps * batch_size * CONTEXT, "train_loss": train.training_loss,
-            "eval_loss": eval_loss}
+            "eval_loss": eval_loss, "trainer": trainer}
 
 
 def quality(eval_loss: float, train_loss: float) -> str:
@@ -131,6 +134,8 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
         rows.append(Row("clm", "training", "Trainer, course recipe" + (" bf16=True" if precision != "no" else ""),
                         plain_rate[precision], "real tokens/s", quality(plain["eval_loss"], plain["train_loss"]),
                         plain["seconds"]))
+        if precision == "no":
+            trainer = plain["trainer"]
     for precision in precisions:
         m = nlpfit_train("clm", tmp / f"ours-{precision}", *flags, "--tokenizer", tokenizer_dir,
                          "--n-layer", MODEL["n_layer"], "--n-embd", MODEL["n_embd"], "--n-head", MODEL["n_head"],
@@ -143,7 +148,32 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
                                                              else ""), rate, "real tokens/s",
                         quality(m["eval"]["loss"], t["loss"]), t["runtime_s"],
                         f"{rate / plain_rate[precision]:.2f}x the Trainer in {precision if precision != 'no' else 'fp32'}"))
+    rows += evaluation_rows(trainer, raw, tmp / "ours-no", repeat)
     rows += generation_rows(task, raw, tmp / "ours-no", s["prompts"], repeat)
+    return rows
+
+
+def evaluation_rows(trainer, raw, out: Path, repeat: int) -> list[Row]:
+    """Trainer.evaluate() against nlpfit's evaluation loop, on nlpfit's trained model and the same blocks."""
+    from nlpfit.engines.loop import evaluate
+    from nlpfit.run import load_run
+    from nlpfit.tasks import make_task
+
+    task = make_task(load_run(str(out))[0])
+    model, tokenizer = task.load_trained(str(out))
+    features, _ = task.preprocess({"validation": raw["validation"]}, tokenizer, model.config, task.Facts(),
+                                  training=False)
+    blocks = features["validation"]
+    trainer.model = trainer.model_wrapped = model
+    seconds, result = best_of(repeat, lambda: trainer.evaluate())
+    rows = [Row("clm", "evaluation", "Trainer.evaluate()", len(blocks) / seconds, "blocks/s",
+                f"ppl {math.exp(result['eval_loss']):,.2f}", seconds)]
+    for precision in ("fp32", *device_precisions()):
+        seconds, ev = best_of(repeat, lambda: evaluate(task, model, tokenizer, blocks, None, None, 32,
+                                                         precision=precision))
+        rows.append(Row("clm", "evaluation", "nlpfit evaluate" + (f" --precision {precision}" if precision != "fp32"
+                                                                  else ""), len(blocks) / seconds, "blocks/s",
+                        f"ppl {ev.metrics['perplexity']:,.2f}", seconds))
     return rows
 
 

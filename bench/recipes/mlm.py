@@ -25,7 +25,6 @@ figure is the share of texts whose top-5 tokens are the plain pipeline's, in ord
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
