@@ -19,7 +19,8 @@ accumulation, warmup as 5% of the steps, no fp16 (a CPU), no push_to_hub.  Both 
 from seed 42.
 
 Quality beside the speed: the validation loss and perplexity after the same steps on the same
-blocks (Trainer.evaluate() for the plain recipe, nlpfit's run for nlpfit) and the training loss.
+blocks (Trainer.evaluate() for the plain recipe, nlpfit's run for nlpfit) and the training loss, all as
+the mean over the predicted tokens (the Trainer's figures rescaled: see PER_TOKEN).
 
 Evaluation: Trainer.evaluate() on the validation blocks against nlpfit's evaluation loop (its token
 losses), one trained model, best of `repeat`.
@@ -41,6 +42,10 @@ from common import Row, best_of, device_precisions, nlpfit_train
 CONTEXT = 128
 MODEL = {"n_layer": 4, "n_embd": 256, "n_head": 4}
 NEW_TOKENS = 32
+#: Trainer divides the summed token loss by its count of label tokens, which includes the first position
+#: of each block (never predicted): its losses are (n-1)/n of the mean over predicted tokens.  Its figures
+#: are multiplied by this to be read beside nlpfit's (the mean over the tokens predicted).
+PER_TOKEN = CONTEXT / (CONTEXT - 1)
 
 
 def settings(quick: bool) -> dict:
@@ -114,8 +119,8 @@ def plain_training(tokenizer_dir: str, raw, out: str, steps: int, batch_size: in
     train = trainer.train()
     seconds = time.perf_counter() - start
     eval_loss = trainer.evaluate()["eval_loss"]
-    return {"seconds": seconds, "tokens": steps * batch_size * CONTEXT, "train_loss": train.training_loss,
-            "eval_loss": eval_loss, "trainer": trainer}
+    return {"seconds": seconds, "tokens": steps * batch_size * CONTEXT, "train_loss": train.training_loss * PER_TOKEN,
+            "eval_loss": eval_loss * PER_TOKEN, "trainer": trainer}
 
 
 def quality(eval_loss: float, train_loss: float) -> str:
@@ -167,7 +172,7 @@ def evaluation_rows(trainer, raw, out: Path, repeat: int) -> list[Row]:
     trainer.model = trainer.model_wrapped = model
     seconds, result = best_of(repeat, lambda: trainer.evaluate())
     rows = [Row("clm", "evaluation", "Trainer.evaluate()", len(blocks) / seconds, "blocks/s",
-                f"ppl {math.exp(result['eval_loss']):,.2f}", seconds)]
+                f"ppl {math.exp(result['eval_loss'] * PER_TOKEN):,.2f}", seconds)]
     for precision in ("fp32", *device_precisions()):
         seconds, ev = best_of(repeat, lambda: evaluate(task, model, tokenizer, blocks, None, None, 32,
                                                          precision=precision))
