@@ -99,11 +99,14 @@ def token_losses(logits, labels):
     and the mask of counted tokens."""
     import torch
 
-    shift_logits = logits[:, :-1, :].float()
+    # the labels move one step left (the last position predicts nothing) rather than the logits: the
+    # cross-entropy then reads the [batch x length, vocab] logits as they lie, with no strided copy
+    batch, length, vocab = logits.shape
     shift_labels = labels[:, 1:]
-    loss = torch.nn.functional.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100,
-                                             reduction="none")
-    return loss, shift_labels != -100
+    targets = torch.nn.functional.pad(shift_labels, (0, 1), value=-100)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1),
+                                             ignore_index=-100, reduction="none")
+    return loss.view(batch, length)[:, :-1], shift_labels != -100
 
 
 def keytoken_weighted_loss(logits, labels, input_ids, keytoken_ids, alpha: float, attention_mask=None):
@@ -318,6 +321,53 @@ def make_blocks(ds, tokenizer, context_length: int, pack: bool, num_proc: int, f
                                         new_fingerprint=uuid.uuid4().hex)
     feats = chunks.select_columns(["input_ids"])
     return feats, {"blocks": len(feats), "tokens": len(feats) * context_length + dropped, "dropped": dropped}
+
+
+# ---- prediction -------------------------------------------------------------------------------------------
+def greedy_completions(model, tokenizer, prompts: list[str], budgets: list[int], batch_size: int,
+                       precision: str = "fp32"):
+    """Greedy completions of each prompt ({"text", "completions": [one]}, in input order), batched.
+
+    Prompts with the same number of new tokens are sorted by length and cut into batches of
+    `batch_size`, left-padded (the attention mask hides the padding and the position ids count
+    from each prompt's first token).  A completion is decoded as the text-generation pipeline
+    decodes it (the new tokens up to the first end-of-text, special tokens skipped), so that it is
+    the pipeline's completion of that prompt alone."""
+    import torch
+
+    from nlpfit.inference import autocast, batches_by_length
+
+    results: list = [None] * len(prompts)
+    groups: dict[int, list[int]] = {}
+    for i, (text, budget) in enumerate(zip(prompts, budgets)):
+        if text:
+            groups.setdefault(budget, []).append(i)
+        else:  # an empty prompt: nothing to complete
+            results[i] = {"text": text, "completions": []}
+    encoded = tokenizer([p for p in prompts if p])["input_ids"] if any(prompts) else []
+    ids_of = dict(zip([i for i, p in enumerate(prompts) if p], encoded))
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    device = model.device
+    for budget, members in groups.items():
+        for chunk in batches_by_length([len(ids_of[i]) for i in members], batch_size):
+            rows = [members[k] for k in chunk]
+            width = max(len(ids_of[i]) for i in rows)
+            input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, i in enumerate(rows):
+                ids = ids_of[i]
+                input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+                attention_mask[r, width - len(ids):] = 1
+            with torch.inference_mode(), autocast(precision, device):
+                out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                     max_new_tokens=budget, do_sample=False, pad_token_id=pad)
+            for r, i in enumerate(rows):
+                new = out[r, width:].tolist()
+                if eos is not None and eos in new:  # generation of this prompt stopped there
+                    new = new[:new.index(eos) + 1]
+                text = tokenizer.decode(new, skip_special_tokens=True)
+                results[i] = {"text": prompts[i], "completions": [text]}
+    yield from results
 
 
 def _temp_cache() -> str:
@@ -683,6 +733,10 @@ class CausalLM(Task):
                         trust_remote_code=False)
 
     def predict_with(self, predictor, inputs, popts):
+        """Completions of each prompt.  Greedy decoding runs batched (prompts of similar length
+        left-padded together, `popts.batch_size` at a time) and gives the completions the pipeline
+        gives one prompt at a time; sampling runs the pipeline on each prompt after seeding it, so that a
+        prompt's completions depend on the seed alone, not on the other prompts."""
         import torch
         from transformers import set_seed
 
@@ -690,28 +744,34 @@ class CausalLM(Task):
 
         pipe = predictor  # the pipeline load_predictor made
         self.check_inputs(None, inputs, popts)
-        limit = self._max_positions(pipe.model.config)
-        for text in inputs:
+        budgets = [self._new_tokens(pipe, text, popts) if text else 0 for text in inputs]
+        if popts.temperature <= 0:
+            yield from greedy_completions(pipe.model, pipe.tokenizer, inputs, budgets, popts.batch_size or 1,
+                                          popts.precision)
+            return
+        for text, max_new in zip(inputs, budgets):
             if not text:  # an empty prompt: nothing to complete
                 yield {"text": text, "completions": []}
                 continue
-            max_new = popts.max_new_tokens or pipe.model.generation_config.max_new_tokens or DEFAULT_NEW_TOKENS
-            n_prompt = len(pipe.tokenizer(text)["input_ids"])
-            if limit and n_prompt + max_new > limit:
-                max_new = max(limit - n_prompt, 0)
-                warn(f"the model has {limit} positions: generating {max_new} tokens after a {n_prompt}-token prompt")
-                if max_new == 0:
-                    raise NlpfitError(f"the prompt has {n_prompt} tokens: no room left in the model's {limit} positions")
             kwargs = {"max_new_tokens": max_new, "num_return_sequences": popts.num_return_sequences,
-                      "return_full_text": False, "pad_token_id": pipe.tokenizer.pad_token_id}
-            if popts.temperature > 0:
-                kwargs.update(do_sample=True, temperature=popts.temperature, top_p=popts.top_p)
-            else:
-                kwargs.update(do_sample=False)
+                      "return_full_text": False, "pad_token_id": pipe.tokenizer.pad_token_id,
+                      "do_sample": True, "temperature": popts.temperature, "top_p": popts.top_p}
             set_seed(popts.seed)
             with torch.inference_mode(), autocast(popts.precision, pipe.model.device):
                 outs = pipe(text, **kwargs)
             yield {"text": text, "completions": [o["generated_text"] for o in outs]}
+
+    def _new_tokens(self, pipe, text: str, popts) -> int:
+        """Tokens to generate after `text`: --max-new-tokens (or the model's default), cut to the positions left."""
+        limit = self._max_positions(pipe.model.config)
+        max_new = popts.max_new_tokens or pipe.model.generation_config.max_new_tokens or DEFAULT_NEW_TOKENS
+        n_prompt = len(pipe.tokenizer(text)["input_ids"])
+        if limit and n_prompt + max_new > limit:
+            max_new = max(limit - n_prompt, 0)
+            warn(f"the model has {limit} positions: generating {max_new} tokens after a {n_prompt}-token prompt")
+            if max_new == 0:
+                raise NlpfitError(f"the prompt has {n_prompt} tokens: no room left in the model's {limit} positions")
+        return max_new
 
     def card_data(self, facts, model, tokenizer):
         o = self.opts

@@ -342,11 +342,11 @@ class MaskedLM(Task):
 
     def predict_with(self, predictor, inputs, popts):
         """The `top_k` best fillers of each mask; texts may write [MASK] or <mask> for the model's mask."""
-        pipe = predictor  # the pipeline load_predictor made
+        pipe = predictor  # the pipeline load_predictor made: its model and tokenizer
         tokenizer = pipe.tokenizer
         texts = masked_texts(inputs, tokenizer, popts.top_k)
-        for text, result in zip(texts, fill_sorted(pipe, texts, popts.batch_size, precision=popts.precision,
-                                                   top_k=popts.top_k)):
+        for text, result in zip(texts, fill_masks(pipe.model, tokenizer, texts, popts.batch_size or 1,
+                                                  popts.precision, popts.top_k)):
             per_mask = result if result and isinstance(result[0], list) else [result]
             candidates = [[{"sequence": _strip_specials(c["sequence"], tokenizer), "token": c["token_str"],
                             "score": round(float(c["score"]), 4)}
@@ -377,21 +377,47 @@ def masked_texts(inputs: list, tokenizer, top_k: int) -> list[str]:
     return texts
 
 
-def fill_sorted(pipe, texts: list[str], batch_size: int, precision: str = "fp32", **kwargs) -> list:
-    """The fill-mask pipeline on texts sorted by length (less padding), results in input order;
-    `kwargs` go to the pipeline call (e.g. top_k)."""
+def fill_masks(model, tokenizer, texts: list[str], batch_size: int, precision: str = "fp32", top_k: int = 5) -> list:
+    """What pipeline("fill-mask") returns for each text (a list of candidates, or one list per mask when a
+    text has several), computed in batches of texts of similar length with the vocabulary projection
+    applied at the masked positions only (`masked_logits`): the fillers, scores and sequences of the
+    pipeline on each text alone."""
+    import numpy as np
     import torch
 
     from nlpfit.inference import autocast, batches_by_length
 
+    encoded = tokenizer(texts)["input_ids"]
+    mask_id, pad_id = tokenizer.mask_token_id, tokenizer.pad_token_id
+    device = model.device
     results: list = [None] * len(texts)
-    with torch.inference_mode(), autocast(precision, pipe.model.device):
-        for chunk in batches_by_length([len(t) for t in texts], batch_size):
-            out = pipe([texts[i] for i in chunk], batch_size=batch_size, **kwargs)
-            if len(chunk) == 1:  # the pipeline unwraps a one-text list
-                out = [out]
-            for i, res in zip(chunk, out):
-                results[i] = res
+    for chunk in batches_by_length([len(ids) for ids in encoded], batch_size):
+        batch = tokenizer.pad({"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt")
+        inputs = {k: v.to(device) for k, v in batch.items()}
+        ids = inputs["input_ids"]
+        inputs["labels"] = ids.masked_fill(ids != mask_id, -100)
+        with torch.inference_mode(), autocast(precision, device):
+            logits, _, rows = masked_logits(model, inputs)
+        values, predictions = logits.float().softmax(dim=-1).topk(top_k)
+        values, predictions, rows = values.tolist(), predictions.tolist(), rows.tolist()
+        per_row: dict[int, list] = {}
+        for k, row in enumerate(rows):
+            per_row.setdefault(row, []).append(k)
+        for r, i in enumerate(chunk):
+            tokens = np.asarray(encoded[i])
+            positions = np.flatnonzero(tokens == mask_id)
+            single = len(positions) == 1
+            result = []
+            for position, k in zip(positions, per_row[r]):
+                candidates = []
+                for v, p in zip(values[k], predictions[k]):
+                    filled = tokens.copy()
+                    filled[position] = p
+                    filled = filled[filled != pad_id]
+                    candidates.append({"score": v, "token": p, "token_str": tokenizer.decode([p]),
+                                       "sequence": tokenizer.decode(filled, skip_special_tokens=single)})
+                result.append(candidates)
+            results[i] = result[0] if single else result
     return results
 
 
