@@ -32,7 +32,7 @@ from nlpfit.config import opt
 from nlpfit.log import info, warn
 from nlpfit.models import MINILM, load_model, load_tokenizer, resolve_model
 from nlpfit.pipelines import question_answering as qa_pipeline
-from nlpfit.pipelines.question_answering import best_answers, cls_position, window_features, windows
+from nlpfit.pipelines.question_answering import Windows, best_answers, cls_position, window_features, windows
 from nlpfit.tasks import base
 from nlpfit.tasks.base import Evaluation, Task
 
@@ -127,6 +127,36 @@ def eval_features(batch, tokenizer, max_length: int, stride: int) -> dict:
         return window_features(batch, tokenizer, max_length, stride)
     except Exception as exc:
         raise _window_error(exc, max_length, stride) from None
+
+
+def dataset_windows(features) -> Windows:
+    """The post-processing's `Windows` of a features Dataset (example_id, offset_mapping with None
+    outside the context, cls_index: 0 when absent), read from its Arrow columns without a Python
+    object per token."""
+    import numpy as np
+
+    names = [c for c in ("example_id", "offset_mapping", "cls_index") if c in features.column_names]
+    table = features.select_columns(names).with_format("arrow")[:]
+    outer = table.column("offset_mapping").combine_chunks()
+    n_win = len(outer)
+    bounds = outer.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+    lengths = np.diff(bounds)
+    width = int(lengths.max(initial=0))
+    tokens = np.arange(bounds[0], bounds[-1])
+    rows = np.repeat(np.arange(n_win), lengths)
+    pos = tokens - bounds[rows]
+    inner = outer.values  # one [start, end] list per token, null outside the context
+    inside = inner.is_valid().to_numpy(zero_copy_only=False)[tokens]
+    first = inner.offsets.to_numpy(zero_copy_only=False).astype(np.int64)[tokens]
+    values = inner.values.to_numpy(zero_copy_only=False)
+    context = np.zeros((n_win, width), dtype=bool)
+    char_start = np.zeros((n_win, width), dtype=np.int64)
+    char_end = np.zeros((n_win, width), dtype=np.int64)
+    rows, pos, first = rows[inside], pos[inside], first[inside]
+    context[rows, pos] = True
+    char_start[rows, pos], char_end[rows, pos] = values[first], values[first + 1]
+    cls = table.column("cls_index").to_numpy() if "cls_index" in names else np.zeros(n_win, dtype=np.int64)
+    return Windows(table.column("example_id").to_pylist(), lengths, context, char_start, char_end, cls)
 
 
 class QuestionAnswering(Task):
@@ -265,6 +295,7 @@ class QuestionAnswering(Task):
         return {"start_logits": out.start_logits, "end_logits": out.end_logits}
 
     def postprocess(self, examples, features, start_logits, end_logits, null_answers: bool) -> dict[str, dict]:
+        """`best_answers` with this run's settings; `features`: dicts or `Windows`."""
         o = self.opts
         return best_answers(examples, features, start_logits, end_logits, n_best=o.n_best,
                             max_answer_length=o.max_answer_length, null_answers=null_answers,
@@ -273,9 +304,9 @@ class QuestionAnswering(Task):
     def compute_metrics(self, outputs, features, raw, facts, tokenizer):
         from nlpfit.metrics.squad import squad_scores
 
-        feats = features.select_columns(["example_id", "offset_mapping", "cls_index"]).to_list()
-        examples = raw.select_columns(["id", "context"]).to_list()
-        answers = self.postprocess(examples, feats, outputs["start_logits"], outputs["end_logits"], facts.null_answers)
+        examples = [{"id": i, "context": c} for i, c in zip(raw["id"], raw["context"])]
+        answers = self.postprocess(examples, dataset_windows(features), outputs["start_logits"],
+                                   outputs["end_logits"], facts.null_answers)
         predictions = {i: a["text"] for i, a in answers.items()}
         metrics = squad_scores(predictions, dict(zip(raw["id"], (a["text"] for a in raw["answers"]))))
         metrics["windows"] = len(features)
