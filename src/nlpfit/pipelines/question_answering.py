@@ -70,11 +70,6 @@ class Windows:
                    [f.get("cls_index", 0) or 0 for f in features])
 
 
-def _softmax(x):
-    e = np.exp(x - x.max())
-    return e / e.sum()
-
-
 def _padded(logits, rows, lengths, width):
     """float64 [len(rows), width]: the logits of those windows, -inf beyond each window's length."""
     out = np.full((len(rows), width), -np.inf)
@@ -142,15 +137,26 @@ def _first_per_group(rows, group, key, n_groups):
     return first
 
 
-def _row(logits, i, n):
-    return np.asarray(logits[i][:n], dtype=np.float64)
-
-
-def _probability(x, allowed, j):
-    """softmax(x[allowed])'s value at position j (0 when j is not allowed)."""
-    if not allowed[j]:
-        return 0.0
-    return float(_softmax(x[allowed])[np.count_nonzero(allowed[:j])])
+def _probabilities(logits, windows, rows, positions, null_answers):
+    """softmax over each window's allowed tokens (the context, and CLS with null answers) of
+    `logits`, at `positions` (0 where the position is not allowed)."""
+    if not len(rows):
+        return np.zeros(0)
+    lengths = windows.lengths[rows]
+    width = int(lengths.max())
+    x = _padded(logits, rows, lengths, width)
+    allowed = np.zeros((len(rows), width), dtype=bool)
+    w = min(width, windows.context.shape[1])
+    allowed[:, :w] = windows.context[rows, :w]
+    allowed &= np.arange(width)[None, :] < lengths[:, None]
+    r = np.arange(len(rows))
+    if null_answers:
+        allowed[r, windows.cls[rows]] = True
+    top = np.where(allowed, x, -np.inf).max(axis=1, keepdims=True)
+    e = np.where(allowed, np.exp(np.where(allowed, x - np.where(np.isfinite(top), top, 0.0), 0.0)), 0.0)
+    total = e.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(allowed[r, positions], e[r, positions] / total, 0.0)
 
 
 def answers_from_windows(examples, windows, start_logits, end_logits, *, n_best=20, max_answer_length=30,
@@ -163,6 +169,9 @@ def answers_from_windows(examples, windows, start_logits, end_logits, *, n_best=
     group = np.array([ids.get(i, -1) for i in windows.example_id], dtype=np.int64)
     keep = np.flatnonzero(group >= 0)
     n_win = len(windows.lengths)
+    if not n_win:
+        return {ex["id"]: {"text": "", "start": None, "end": None, "score": float("-inf"), "probability": 0.0}
+                for ex in examples}
     found = np.zeros(n_win, dtype=bool)
     score = np.full(n_win, -np.inf)
     span_s = np.zeros(n_win, dtype=np.int64)
@@ -190,33 +199,31 @@ def answers_from_windows(examples, windows, start_logits, end_logits, *, n_best=
     best_window = _first_per_group(spans, group[spans], score[spans], len(ids))
     null_window = _first_per_group(keep, group[keep], -null[keep], len(ids))
 
-    def probability(i, s, e):  # start x end softmax over the window's allowed tokens
-        n = windows.lengths[i]
-        mask = np.zeros(n, dtype=bool)
-        mask[:min(n, windows.context.shape[1])] = windows.context[i, :n]
-        if null_answers:
-            mask[windows.cls[i]] = True
-        return _probability(_row(start_logits, i, n), mask, s) * _probability(_row(end_logits, i, n), mask, e)
-
-    def null_answer(i):
-        return {"text": "", "start": None, "end": None, "score": float(null[i]),
-                "probability": probability(i, windows.cls[i], windows.cls[i])}
-
+    # the answer of each example: its best span, or its null answer when no window has a span or
+    # (null_answers) the null score beats the best span by more than null_threshold
+    has_null = null_window >= 0
+    use_null = (best_window < 0) | (null_answers & has_null & (null[null_window] - score[best_window] > null_threshold))
+    window = np.where(use_null, null_window, best_window)
+    at = np.maximum(window, 0)
+    at_s = np.where(use_null, windows.cls[at], span_s[at])
+    at_e = np.where(use_null, windows.cls[at], span_e[at])
+    some = np.flatnonzero(window >= 0)
+    probability = np.zeros(len(ids))
+    probability[some] = (_probabilities(start_logits, windows, window[some], at_s[some], null_answers)
+                         * _probabilities(end_logits, windows, window[some], at_e[some], null_answers))
+    win_score = np.where(window < 0, -np.inf, np.where(use_null, null[at], score[at])).tolist()
+    char_start, char_end = windows.char_start[at, at_s].tolist(), windows.char_end[at, at_e].tolist()
+    null_text, probability = use_null.tolist(), probability.tolist()
     answers = {}
     for ex in examples:
         code = ids[ex["id"]]
-        w, nw = best_window[code], null_window[code]
-        if w < 0:
-            answers[ex["id"]] = null_answer(nw) if nw >= 0 else {"text": "", "start": None, "end": None,
-                                                                 "score": float("-inf"), "probability": 0.0}
-            continue
-        if null_answers and nw >= 0 and float(null[nw]) - float(score[w]) > null_threshold:
-            answers[ex["id"]] = null_answer(nw)
-            continue
-        s, e = span_s[w], span_e[w]
-        start, stop = int(windows.char_start[w, s]), int(windows.char_end[w, e])
-        answers[ex["id"]] = {"text": ex["context"][start:stop], "start": start, "end": stop, "score": float(score[w]),
-                             "probability": probability(w, s, e)}
+        if null_text[code]:
+            answers[ex["id"]] = {"text": "", "start": None, "end": None,
+                                 "score": win_score[code], "probability": probability[code]}
+        else:
+            start, stop = char_start[code], char_end[code]
+            answers[ex["id"]] = {"text": ex["context"][start:stop], "start": start, "end": stop,
+                                 "score": win_score[code], "probability": probability[code]}
     return answers
 
 
@@ -231,7 +238,8 @@ def best_answers(examples, features, start_logits, end_logits, *, n_best=20, max
     the later token first) that lie in the context form the candidate spans with end >= start and at
     most max_answer_length tokens; the best start + end logit wins (equal scores: the earlier window,
     start candidate, end candidate).  Returns id -> {text, start, end, score (start+end logit),
-    probability (start x end softmax over the context tokens, and CLS with null answers)}; an empty
+    probability (start x end softmax over the window's context tokens, and CLS with null answers;
+    summed in numpy's row order, so equal to a per-window softmax up to rounding)}; an empty
     text (start and end None) is the null answer: the CLS score of the window where it is smallest,
     chosen when no window has a span or, with null_answers, when it beats the best span by more
     than null_threshold.
