@@ -298,7 +298,7 @@ def test_arrow_windows_equal_the_windows_of_the_feature_dicts(course_windows):
     _, features, _, _ = course_windows
     for feats in (features, features.select([3, 0, 2]), features.shuffle(seed=1)):
         a, b = dataset_windows(feats), Windows.from_features(feats.to_list())
-        assert a.example_id == b.example_id and a.cls.tolist() == b.cls.tolist() == [0] * len(feats)
+        assert a.ids() == b.ids() and a.cls.tolist() == b.cls.tolist() == [0] * len(feats)
         for name in ("lengths", "context", "char_start", "char_end"):
             assert np.array_equal(getattr(a, name), getattr(b, name)), name
 

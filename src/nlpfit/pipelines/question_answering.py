@@ -46,12 +46,21 @@ class Windows:
     the context), `char_start` / `char_end` [windows, tokens] (its offsets) and `cls` (CLS index)."""
 
     def __init__(self, example_id, lengths, context, char_start, char_end, cls):
-        self.example_id = list(example_id)
+        self.example_id = example_id  # a sequence, or an Arrow array (to_pylist)
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.context = np.asarray(context, dtype=bool)
         self.char_start = np.asarray(char_start, dtype=np.int64)
         self.char_end = np.asarray(char_end, dtype=np.int64)
         self.cls = np.asarray(cls, dtype=np.int64)
+
+    def chars(self, rows, positions):
+        """(start, end) character offsets of the tokens at `positions` of windows `rows` (arrays)."""
+        return self.char_start[rows, positions], self.char_end[rows, positions]
+
+    def ids(self) -> list:
+        """The example id of each window."""
+        ids = self.example_id
+        return ids.to_pylist() if hasattr(ids, "to_pylist") else list(ids)
 
     @classmethod
     def from_features(cls, features):
@@ -83,23 +92,28 @@ def _padded(logits, rows, lengths, width):
     return out
 
 
-def top_k(x, lengths, k):
+def top_k(x, lengths, k, ordered=True):
     """[rows, min(k, width)] positions of the k largest values of each row's first `lengths` values,
     largest first; equal values: the later position first (the order of
     `np.argsort(row, kind="stable")[::-1][:k]`).  A row shorter than k ends with positions beyond its
     length.  argpartition finds the k largest; a row whose k-th value also occurs outside them, or
-    with a non-finite value, is sorted whole."""
+    with a non-finite value, is sorted whole.  `ordered=False`: the same positions, in any order
+    (except in the rows sorted whole)."""
     rows, width = x.shape
     k = min(k, width)
     cand = np.argpartition(x, width - k, axis=1)[:, width - k:] if k < width else \
         np.broadcast_to(np.arange(width), (rows, width)).copy()
-    cand.sort(axis=1)
-    vals = np.take_along_axis(x, cand, 1)
-    top = np.take_along_axis(cand, np.argsort(vals, axis=1, kind="stable")[:, ::-1], 1)
     real = np.arange(width)[None, :] < lengths[:, None]
-    odd = ~np.isfinite(np.where(real, x, 0.0)).all(axis=1)
+    odd = (~np.isfinite(x) & real).any(axis=1)
     if k < width:
-        odd |= ((x >= vals.min(axis=1, keepdims=True)) & real).sum(axis=1) > k
+        kth = np.take_along_axis(x, cand, 1).min(axis=1, keepdims=True)
+        odd |= ((x >= kth) & real).sum(axis=1) > k
+    if ordered:
+        cand.sort(axis=1)
+        vals = np.take_along_axis(x, cand, 1)
+        top = np.take_along_axis(cand, np.argsort(vals, axis=1, kind="stable")[:, ::-1], 1)
+    else:
+        top = cand
     for r in np.flatnonzero(odd):
         n = lengths[r]
         exact = np.argsort(x[r, :n], kind="stable")[::-1][:k]
@@ -111,18 +125,36 @@ def top_k(x, lengths, k):
 def window_best_spans(start, end, context, n_best, max_answer_length, lengths):
     """Per window: (found, score, start token, end token) of the best span among the n_best x n_best
     candidates in the context with end >= start and at most max_answer_length tokens; equal scores:
-    the earlier start candidate, then the earlier end candidate."""
-    rows = np.arange(len(start))[:, None]
-    s_top, e_top = top_k(start, lengths, n_best), top_k(end, lengths, n_best)
-    s_ok, e_ok = context[rows, s_top], context[rows, e_top]
-    s, e = s_top[:, :, None], e_top[:, None, :]
-    ok = s_ok[:, :, None] & e_ok[:, None, :] & (e >= s) & (e - s < max_answer_length)
-    score = np.where(ok, start[rows, s_top][:, :, None] + end[rows, e_top][:, None, :], -np.inf)
-    flat = score.reshape(len(start), -1)
+    the earlier start candidate, then the earlier end candidate.  The logits are finite in the
+    context (-inf marks positions that are not)."""
+    found, score, s, e, ties = _best_spans(start, end, context, n_best, max_answer_length, lengths, False)
+    if len(ties):  # the candidates' order decides between equal scores
+        found[ties], score[ties], s[ties], e[ties], _ = _best_spans(
+            start[ties], end[ties], context[ties], n_best, max_answer_length, lengths[ties], True)
+    return found, score, s, e
+
+
+def _best_spans(start, end, context, n_best, max_answer_length, lengths, ordered):
+    """`window_best_spans` with the candidates in order (`ordered`) or not: then also the rows whose
+    best score occurs more than once (their answer depends on the order)."""
+    n = len(start)
+    rows = np.arange(n)[:, None]
+    s_top = top_k(start, lengths, n_best, ordered)
+    e_top = top_k(end, lengths, n_best, ordered)
+    s_val = np.where(context[rows, s_top], start[rows, s_top], -np.inf)
+    e_val = np.where(context[rows, e_top], end[rows, e_top], -np.inf)
+    score = s_val[:, :, None] + e_val[:, None, :]
+    # end - start in [0, max_answer_length): one unsigned comparison
+    span = e_top.astype(np.int32)[:, None, :] - s_top.astype(np.int32)[:, :, None]
+    score[span.view(np.uint32) >= max_answer_length] = -np.inf
+    flat = score.reshape(n, -1)
     best = flat.argmax(axis=1)  # the first of equal scores: start candidates in order, then end candidates
-    found = ok.reshape(len(start), -1).any(axis=1)
     r, k = rows[:, 0], e_top.shape[1]
-    return found, np.where(found, flat[r, best], -np.inf), s_top[r, best // k], e_top[r, best % k]
+    top = flat[r, best]
+    found = top > -np.inf
+    ties = np.zeros(0, dtype=np.int64) if ordered else \
+        np.flatnonzero(found & ((flat == top[:, None]).sum(axis=1) > 1))
+    return found, top, s_top[r, best // k], e_top[r, best % k], ties
 
 
 def _first_per_group(rows, group, key, n_groups):
@@ -159,19 +191,38 @@ def _probabilities(logits, windows, rows, positions, null_answers):
         return np.where(allowed[r, positions], e[r, positions] / total, 0.0)
 
 
-def answers_from_windows(examples, windows, start_logits, end_logits, *, n_best=20, max_answer_length=30,
-                         null_answers=False, null_threshold=0.0, chunk=2048):
-    """`best_answers` on `Windows`: the top n_best starts and ends of all windows at once (numpy),
-    `chunk` windows at a time."""
-    ids = {}
-    for ex in examples:
-        ids.setdefault(ex["id"], len(ids))
-    group = np.array([ids.get(i, -1) for i in windows.example_id], dtype=np.int64)
+class Choices:
+    """The answer chosen for each example, as arrays: `window` (-1: the example has no window),
+    `null` (the null answer), `start` / `end` (token positions in that window; CLS for the null
+    answer) and `score` (start + end logit; -inf without a window)."""
+
+    def __init__(self, window, null, start, end, score):
+        self.window, self.null, self.start, self.end, self.score = window, null, start, end, score
+
+    def chars(self, windows):
+        """(start, end) character offsets of each answer in its context (lists; meaningless where
+        `null` is set)."""
+        if not len(windows.lengths):
+            return [0] * len(self.window), [0] * len(self.window)
+        at = np.maximum(self.window, 0)
+        first, _ = windows.chars(at, self.start)
+        _, last = windows.chars(at, self.end)
+        return first.tolist(), last.tolist()
+
+    def texts(self, windows, contexts):
+        """The answer text of each example, cut from its context; "" for the null answer."""
+        first, last = self.chars(windows)
+        return ["" if null else context[a:b]
+                for context, null, a, b in zip(contexts, self.null.tolist(), first, last)]
+
+
+def choose_answers(group, n_examples, windows, start_logits, end_logits, *, n_best=20, max_answer_length=30,
+                   null_answers=False, null_threshold=0.0, chunk=2048):
+    """`Choices` for examples 0..n_examples-1, `group[i]` being the example of window i (-1: none):
+    the top n_best starts and ends of all windows at once (numpy), `chunk` windows at a time."""
+    group = np.asarray(group, dtype=np.int64)
     keep = np.flatnonzero(group >= 0)
     n_win = len(windows.lengths)
-    if not n_win:
-        return {ex["id"]: {"text": "", "start": None, "end": None, "score": float("-inf"), "probability": 0.0}
-                for ex in examples}
     found = np.zeros(n_win, dtype=bool)
     score = np.full(n_win, -np.inf)
     span_s = np.zeros(n_win, dtype=np.int64)
@@ -196,8 +247,8 @@ def answers_from_windows(examples, windows, start_logits, end_logits, *, n_best=
     # per example: the best span over its windows (the earliest window among equal scores) and the
     # window most sure that there is an answer (the smallest null score, the earliest among equal)
     spans = keep[found[keep]]
-    best_window = _first_per_group(spans, group[spans], score[spans], len(ids))
-    null_window = _first_per_group(keep, group[keep], -null[keep], len(ids))
+    best_window = _first_per_group(spans, group[spans], score[spans], n_examples)
+    null_window = _first_per_group(keep, group[keep], -null[keep], n_examples)
 
     # the answer of each example: its best span, or its null answer when no window has a span or
     # (null_answers) the null score beats the best span by more than null_threshold
@@ -205,15 +256,32 @@ def answers_from_windows(examples, windows, start_logits, end_logits, *, n_best=
     use_null = (best_window < 0) | (null_answers & has_null & (null[null_window] - score[best_window] > null_threshold))
     window = np.where(use_null, null_window, best_window)
     at = np.maximum(window, 0)
-    at_s = np.where(use_null, windows.cls[at], span_s[at])
-    at_e = np.where(use_null, windows.cls[at], span_e[at])
-    some = np.flatnonzero(window >= 0)
+    cls = windows.cls[at] if n_win else np.zeros(n_examples, dtype=np.int64)
+    at_s = np.where(use_null, cls, span_s[at] if n_win else 0)
+    at_e = np.where(use_null, cls, span_e[at] if n_win else 0)
+    win_score = np.where(window < 0, -np.inf, np.where(use_null, null[at], score[at]) if n_win else -np.inf)
+    return Choices(window, use_null, at_s, at_e, win_score)
+
+
+def answers_from_windows(examples, windows, start_logits, end_logits, *, n_best=20, max_answer_length=30,
+                         null_answers=False, null_threshold=0.0, chunk=2048):
+    """`best_answers` on `Windows`."""
+    ids = {}
+    for ex in examples:
+        ids.setdefault(ex["id"], len(ids))
+    if not len(windows.lengths):
+        return {ex["id"]: {"text": "", "start": None, "end": None, "score": float("-inf"), "probability": 0.0}
+                for ex in examples}
+    group = np.array([ids.get(i, -1) for i in windows.ids()], dtype=np.int64)
+    c = choose_answers(group, len(ids), windows, start_logits, end_logits, n_best=n_best,
+                       max_answer_length=max_answer_length, null_answers=null_answers,
+                       null_threshold=null_threshold, chunk=chunk)
+    some = np.flatnonzero(c.window >= 0)
     probability = np.zeros(len(ids))
-    probability[some] = (_probabilities(start_logits, windows, window[some], at_s[some], null_answers)
-                         * _probabilities(end_logits, windows, window[some], at_e[some], null_answers))
-    win_score = np.where(window < 0, -np.inf, np.where(use_null, null[at], score[at])).tolist()
-    char_start, char_end = windows.char_start[at, at_s].tolist(), windows.char_end[at, at_e].tolist()
-    null_text, probability = use_null.tolist(), probability.tolist()
+    probability[some] = (_probabilities(start_logits, windows, c.window[some], c.start[some], null_answers)
+                         * _probabilities(end_logits, windows, c.window[some], c.end[some], null_answers))
+    char_start, char_end = c.chars(windows)
+    null_text, probability, win_score = c.null.tolist(), probability.tolist(), c.score.tolist()
     answers = {}
     for ex in examples:
         code = ids[ex["id"]]
