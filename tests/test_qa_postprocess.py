@@ -313,3 +313,55 @@ def test_same_answers_as_the_course_post_processing_on_a_real_model(course_windo
         ours = best_answers(examples, dataset_windows(features), starts, ends, n_best=n_best, max_answer_length=longest)
         assert {i: a["text"] for i, a in ours.items()} == expected
         assert any(expected.values())
+
+
+def test_unordered_top_k_holds_the_same_positions():
+    from nlpfit.pipelines.question_answering import top_k
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        x = rng.choice([-1.0, 0.0, 0.5, 2.0, 3.0], size=(6, 30))
+        lengths = rng.integers(1, 31, size=6)
+        x[np.arange(30)[None, :] >= lengths[:, None]] = -np.inf
+        for k in (1, 5, 20, 40):
+            ordered, loose = top_k(x, lengths, k), top_k(x, lengths, k, ordered=False)
+            assert np.array_equal(np.sort(ordered, axis=1), np.sort(loose, axis=1))
+
+
+def test_predicted_texts_read_from_arrow_equal_best_answers(course_windows):
+    """The evaluation's path (ids, contexts and offsets from Arrow, windows mapped to questions by
+    pyarrow) against best_answers on plain dicts, with rows selected and shuffled on both sides, a
+    question without windows and windows of a question that is not asked."""
+    from nlpfit.run import resolve
+    from nlpfit.tasks import default_config, make_task
+
+    raw, features, starts, ends = course_windows
+    task = make_task(resolve(default_config("qa", output="unused")))
+    order = np.random.default_rng(0).permutation(len(features))
+    feats, s, e = features.select(order), starts[order], ends[order]
+    questions = raw.shuffle(seed=2).select(range(1, len(raw)))  # the first one's windows: not asked
+    extra = raw.select([0]).map(lambda r: {"id": "no windows"})
+    import datasets
+
+    questions = datasets.concatenate_datasets([questions, extra])
+    for null_answers in (False, True):
+        expected = best_answers(questions.to_list(), feats.to_list(), s, e, null_answers=null_answers)
+        texts = task.predicted_texts(questions, feats, s, e, null_answers)
+        assert texts == {i: a["text"] for i, a in expected.items()}
+        assert list(texts) == questions["id"] and texts["no windows"] == ""
+    assert any(texts.values())
+    repeated = datasets.concatenate_datasets([questions.select([3]), questions])  # an id twice
+    assert task.predicted_texts(repeated, feats, s, e, True) == texts
+
+
+def test_arrow_windows_look_up_characters_of_chosen_tokens_only(course_windows):
+    from nlpfit.tasks.qa import dataset_windows
+
+    _, features, _, _ = course_windows
+    dense = Windows.from_features(features.to_list())
+    arrow = dataset_windows(features.select(range(2, len(features))))
+    rows, pos = np.nonzero(dense.context[2:])
+    cs, ce = arrow.chars(rows, pos)
+    assert np.array_equal(cs, dense.char_start[2:][rows, pos]) and np.array_equal(ce, dense.char_end[2:][rows, pos])
+    cls = np.zeros(len(arrow.lengths), dtype=np.int64)  # CLS: not in the context
+    assert arrow.chars(np.arange(len(cls)), cls)[0].tolist() == [0] * len(cls)

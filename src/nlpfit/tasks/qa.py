@@ -139,6 +139,40 @@ def arrow_columns(ds, names: list[str]):
     return table
 
 
+class ArrowWindows(Windows):
+    """`Windows` whose character offsets stay in Arrow's flat buffers (`bounds`: each window's first
+    token; `token_values`: each token's first value in `values`, [start, end] for context tokens):
+    they are looked up only for the chosen tokens; `char_start` / `char_end` are built on demand."""
+
+    def __init__(self, example_id, lengths, context, cls, bounds, token_values, values):
+        import numpy as np
+
+        self.example_id, self.lengths, self.context = example_id, lengths, context
+        self.cls = np.asarray(cls, dtype=np.int64)
+        self.bounds, self.token_values, self.values = bounds, token_values, values
+
+    def chars(self, rows, positions):
+        import numpy as np
+
+        if not len(self.values):  # no context token anywhere
+            return np.zeros(len(rows), dtype=np.int64), np.zeros(len(rows), dtype=np.int64)
+        at = self.token_values[self.bounds[rows] + positions]
+        inside = self.context[rows, positions]
+        return (np.where(inside, self.values.take(at, mode="clip"), 0),
+                np.where(inside, self.values.take(at + 1, mode="clip"), 0))
+
+    def _dense(self, which: int):
+        import numpy as np
+
+        rows, pos = np.nonzero(self.context)
+        out = np.zeros(self.context.shape, dtype=np.int64)
+        out[rows, pos] = self.chars(rows, pos)[which]
+        return out
+
+    char_start = property(lambda self: self._dense(0))
+    char_end = property(lambda self: self._dense(1))
+
+
 def dataset_windows(features) -> Windows:
     """The post-processing's `Windows` of a features Dataset (example_id, offset_mapping with None
     outside the context, cls_index: 0 when absent), read from its Arrow columns as flat buffers
@@ -153,19 +187,12 @@ def dataset_windows(features) -> Windows:
     lengths = np.diff(bounds)
     width = int(lengths.max(initial=0))
     inner = outer.values  # one [start, end] list per token, null outside the context
-    tokens = np.arange(bounds[0], bounds[-1])
-    inside = tokens[inner.is_valid().to_numpy(zero_copy_only=False)[bounds[0]:bounds[-1]]]
-    rows = np.repeat(np.arange(n_win), lengths)[inside - bounds[0]]
-    pos = inside - bounds[rows]
-    first = inner.offsets.to_numpy()[inside]
-    values = inner.values.to_numpy(zero_copy_only=False)
+    valid = inner.is_valid().to_numpy(zero_copy_only=False)[bounds[0]:bounds[-1]]
     context = np.zeros((n_win, width), dtype=bool)
-    char_start = np.zeros((n_win, width), dtype=np.int64)
-    char_end = np.zeros((n_win, width), dtype=np.int64)
-    context[rows, pos] = True
-    char_start[rows, pos], char_end[rows, pos] = values[first], values[first + 1]
+    context[np.arange(width)[None, :] < lengths[:, None]] = valid  # row by row, as the tokens lie
     cls = table.column("cls_index").to_numpy() if "cls_index" in names else np.zeros(n_win, dtype=np.int64)
-    return Windows(table.column("example_id"), lengths, context, char_start, char_end, cls)
+    return ArrowWindows(table.column("example_id"), lengths, context, cls, bounds[:-1],
+                        inner.offsets.to_numpy(), inner.values.to_numpy(zero_copy_only=False))
 
 
 def example_groups(example_ids, window_ids):
