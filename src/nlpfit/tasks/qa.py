@@ -32,7 +32,8 @@ from nlpfit.config import opt
 from nlpfit.log import info, warn
 from nlpfit.models import MINILM, load_model, load_tokenizer, resolve_model
 from nlpfit.pipelines import question_answering as qa_pipeline
-from nlpfit.pipelines.question_answering import best_answers, cls_position, window_features, windows
+from nlpfit.pipelines.question_answering import (Windows, best_answers, choose_answers, cls_position,
+                                                  window_features, windows)
 from nlpfit.tasks import base
 from nlpfit.tasks.base import Evaluation, Task
 
@@ -127,6 +128,85 @@ def eval_features(batch, tokenizer, max_length: int, stride: int) -> dict:
         return window_features(batch, tokenizer, max_length, stride)
     except Exception as exc:
         raise _window_error(exc, max_length, stride) from None
+
+
+def arrow_columns(ds, names: list[str]):
+    """Those columns of a Dataset as one pyarrow Table in the Dataset's row order (after select /
+    shuffle: through its index mapping), without a Python object per row."""
+    table = ds.data.table.select(names)
+    if ds._indices is not None:
+        table = table.take(ds._indices.column(0))
+    return table
+
+
+class ArrowWindows(Windows):
+    """`Windows` whose character offsets stay in Arrow's flat buffers (`bounds`: each window's first
+    token; `token_values`: each token's first value in `values`, [start, end] for context tokens):
+    they are looked up only for the chosen tokens; `char_start` / `char_end` are built on demand."""
+
+    def __init__(self, example_id, lengths, context, cls, bounds, token_values, values):
+        import numpy as np
+
+        self.example_id, self.lengths, self.context = example_id, lengths, context
+        self.cls = np.asarray(cls, dtype=np.int64)
+        self.bounds, self.token_values, self.values = bounds, token_values, values
+
+    def chars(self, rows, positions):
+        import numpy as np
+
+        if not len(self.values):  # no context token anywhere
+            return np.zeros(len(rows), dtype=np.int64), np.zeros(len(rows), dtype=np.int64)
+        at = self.token_values[self.bounds[rows] + positions]
+        inside = self.context[rows, positions]
+        return (np.where(inside, self.values.take(at, mode="clip"), 0),
+                np.where(inside, self.values.take(at + 1, mode="clip"), 0))
+
+    def _dense(self, which: int):
+        import numpy as np
+
+        rows, pos = np.nonzero(self.context)
+        out = np.zeros(self.context.shape, dtype=np.int64)
+        out[rows, pos] = self.chars(rows, pos)[which]
+        return out
+
+    char_start = property(lambda self: self._dense(0))
+    char_end = property(lambda self: self._dense(1))
+
+
+def dataset_windows(features) -> Windows:
+    """The post-processing's `Windows` of a features Dataset (example_id, offset_mapping with None
+    outside the context, cls_index: 0 when absent), read from its Arrow columns as flat buffers
+    (the list offsets and values), without a Python object per token."""
+    import numpy as np
+
+    names = [c for c in ("example_id", "offset_mapping", "cls_index") if c in features.column_names]
+    table = arrow_columns(features, names)
+    outer = table.column("offset_mapping").combine_chunks()
+    n_win = len(outer)
+    bounds = outer.offsets.to_numpy().astype(np.int64)
+    lengths = np.diff(bounds)
+    width = int(lengths.max(initial=0))
+    inner = outer.values  # one [start, end] list per token, null outside the context
+    valid = inner.is_valid().to_numpy(zero_copy_only=False)[bounds[0]:bounds[-1]]
+    context = np.zeros((n_win, width), dtype=bool)
+    context[np.arange(width)[None, :] < lengths[:, None]] = valid  # row by row, as the tokens lie
+    cls = table.column("cls_index").to_numpy() if "cls_index" in names else np.zeros(n_win, dtype=np.int64)
+    return ArrowWindows(table.column("example_id"), lengths, context, cls, bounds[:-1],
+                        inner.offsets.to_numpy(), inner.values.to_numpy(zero_copy_only=False))
+
+
+def example_groups(example_ids, window_ids):
+    """(the position of each window's example among `example_ids`, -1 when absent; the first
+    position of each example's id), both int64 arrays, from Arrow arrays of ids."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    window_ids = window_ids.cast(example_ids.type)
+
+    def positions(values):
+        return pc.fill_null(pc.index_in(values, value_set=example_ids), -1).to_numpy().astype(np.int64)
+
+    return positions(window_ids), positions(example_ids)
 
 
 class QuestionAnswering(Task):
@@ -265,19 +345,39 @@ class QuestionAnswering(Task):
         return {"start_logits": out.start_logits, "end_logits": out.end_logits}
 
     def postprocess(self, examples, features, start_logits, end_logits, null_answers: bool) -> dict[str, dict]:
+        """`best_answers` with this run's settings; `features`: dicts or `Windows`."""
         o = self.opts
         return best_answers(examples, features, start_logits, end_logits, n_best=o.n_best,
                             max_answer_length=o.max_answer_length, null_answers=null_answers,
                             null_threshold=o.null_threshold)
 
+    def predicted_texts(self, raw, features, start_logits, end_logits, null_answers: bool) -> dict[str, str]:
+        """id -> answer text of every question of the `raw` Dataset from the logits of its windows
+        (the `features` Dataset): `best_answers`' texts, with ids, contexts and offsets read from
+        Arrow and the text cut only for the chosen span."""
+        import numpy as np
+
+        o = self.opts
+        table = arrow_columns(raw, ["id", "context"])
+        ids = table.column("id").combine_chunks()
+        windows = dataset_windows(features)
+        group, first = example_groups(ids, windows.example_id.combine_chunks())
+        choices = choose_answers(group, len(ids), windows, start_logits, end_logits, n_best=o.n_best,
+                                 max_answer_length=o.max_answer_length, null_answers=null_answers,
+                                 null_threshold=o.null_threshold)
+        texts = choices.texts(windows, table.column("context").to_pylist())
+        if (first != np.arange(len(ids))).any():  # a repeated id: the answer of its first question
+            texts = [texts[i] for i in first.tolist()]
+        return dict(zip(ids.to_pylist(), texts))
+
     def compute_metrics(self, outputs, features, raw, facts, tokenizer):
         from nlpfit.metrics.squad import squad_scores
 
-        feats = features.select_columns(["example_id", "offset_mapping", "cls_index"]).to_list()
-        examples = raw.select_columns(["id", "context"]).to_list()
-        answers = self.postprocess(examples, feats, outputs["start_logits"], outputs["end_logits"], facts.null_answers)
-        predictions = {i: a["text"] for i, a in answers.items()}
-        metrics = squad_scores(predictions, dict(zip(raw["id"], (a["text"] for a in raw["answers"]))))
+        predictions = self.predicted_texts(raw, features, outputs["start_logits"], outputs["end_logits"],
+                                           facts.null_answers)
+        table = arrow_columns(raw, ["id", "answers"])
+        references = zip(table.column("id").to_pylist(), (a["text"] for a in table.column("answers").to_pylist()))
+        metrics = squad_scores(predictions, dict(references))
         metrics["windows"] = len(features)
         return Evaluation(metrics, predictions)
 
