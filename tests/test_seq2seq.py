@@ -337,3 +337,93 @@ def test_predict_is_batched_generate(tiny_models):
             enc = tokenizer(text, max_length=task.opts.max_source_length, truncation=True, return_tensors="pt")
             alone = tokenizer.decode(model.generate(**enc)[0], skip_special_tokens=True).strip()
             assert row["translation_text"] == alone
+
+
+# ---- the lean greedy loop: generate()'s ids -------------------------------------------------------------
+def _batches(tokenizer, texts, size, max_length):
+    return [tokenizer(texts[i:i + size], max_length=max_length, truncation=True, padding=True, return_tensors="pt")
+            for i in range(0, len(texts), size)]
+
+
+@pytest.mark.parametrize("task_name", ["translation", "summarization"])
+def test_greedy_gives_generate_ids(tiny_models, task_name):
+    import torch
+
+    from nlpfit.tasks.seq2seq import encode, generate, greedy, greedy_settings
+
+    task, model, tokenizer, _, raw, _ = _trained(tiny_models, task_name)
+    model.eval()
+    assert model.generation_config.forced_eos_token_id is not None
+    texts = list(raw["source"][:24])
+    with torch.inference_mode():
+        for max_new in (None, 3, 1):  # the saved limit, and limits that end rows by the forced end of sequence
+            overrides = {} if max_new is None else {"max_new_tokens": max_new}
+            settings = greedy_settings(model, overrides)
+            assert settings is not None
+            for enc in _batches(tokenizer, texts, 7, task.opts.max_source_length):
+                expected = model.generate(**enc, **overrides)
+                assert torch.equal(generate(model, enc["input_ids"], enc["attention_mask"], **overrides), expected)
+                hidden = encode(model, enc["input_ids"], enc["attention_mask"])
+                assert torch.equal(greedy(model, hidden, enc["attention_mask"], settings, compact=False), expected)
+        # without the forced end of sequence, rows run to the limit unless they end themselves
+        model.generation_config.forced_eos_token_id = None
+        for enc in _batches(tokenizer, texts, 12, task.opts.max_source_length):
+            assert torch.equal(generate(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=5),
+                               model.generate(**enc, max_new_tokens=5))
+
+
+@pytest.mark.parametrize("overrides", [{"num_beams": 2}, {"do_sample": True}, {"no_repeat_ngram_size": 2},
+                                       {"repetition_penalty": 1.2}, {"min_length": 3}, {"bad_words_ids": [[5]]},
+                                       {"suppress_tokens": [5]}, {"forced_bos_token_id": 3},
+                                       {"num_return_sequences": 1, "output_scores": True}])
+def test_greedy_falls_back_to_generate(tiny_models, overrides):
+    from nlpfit.tasks import seq2seq
+
+    task, model, tokenizer, _, raw, _ = _trained(tiny_models, "translation")
+    assert seq2seq.greedy_settings(model, {}) is not None
+    assert seq2seq.greedy_settings(model, overrides) is None
+    calls = []
+    real = model.generate
+
+    def counted(**kwargs):
+        calls.append(kwargs)
+        return real(**kwargs)
+
+    model.generate = counted
+    enc = tokenizer(list(raw["source"][:2]), padding=True, return_tensors="pt")
+    if "do_sample" not in overrides and "output_scores" not in overrides:
+        seq2seq.generate(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=3, **overrides)
+        assert len(calls) == 1
+    model.generation_config.update(**overrides)  # a saved generation_config that asks for it too
+    assert seq2seq.greedy_settings(model, {}) is None
+
+
+def test_greedy_on_a_warm_started_encoder_decoder():
+    import torch
+    from transformers import AutoTokenizer, EncoderDecoderModel
+    from transformers.utils import logging as hf_logging
+
+    from nlpfit.models import packaged_minilm
+    from nlpfit.tasks.seq2seq import generate, greedy_settings
+
+    path = packaged_minilm()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path).eval()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    torch.manual_seed(0)
+    with torch.no_grad():  # new cross-attention: make the ends vary between rows
+        model.decoder.cls.predictions.bias.add_(torch.randn_like(model.decoder.cls.predictions.bias))
+    gc = model.generation_config
+    gc.decoder_start_token_id, gc.eos_token_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    gc.pad_token_id = tokenizer.pad_token_id
+    model.config.decoder_start_token_id, model.config.pad_token_id = gc.decoder_start_token_id, gc.pad_token_id
+    assert greedy_settings(model, {"max_new_tokens": 6}) is not None
+    enc = tokenizer(["a cat sat on the mat", "hello", "the quick brown fox jumps over the lazy dog"], padding=True,
+                    return_tensors="pt")
+    with torch.inference_mode():
+        assert torch.equal(generate(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=6),
+                           model.generate(**enc, max_new_tokens=6))
