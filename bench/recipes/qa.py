@@ -15,6 +15,10 @@ offline default data (CPython's docs as a SQuAD-style set).
   384/128 windows (the demo set's contexts are short: one window per question), and with windows of
   128 tokens, stride 32, cut by the same `preprocess_validation_examples` and run through the same
   model, so that questions have several windows as SQuAD's long contexts do at 384/128.
+- training: the course's `preprocess_training_examples` (windows padded to 384 tokens) and Trainer
+  against `nlpfit train qa` (dynamic padding, length-grouped batches, fused AdamW), the same steps,
+  batch size and learning rate, real (non-padding) tokens per second, with the validation EM/F1
+  of each trained model beside it.
 - prediction: transformers 5 has no "question-answering" pipeline; the one nlpfit ships in the model
   folder, `pipeline("question-answering", model=OUT, trust_remote_code=True)`, one question per call,
   against `nlpfit predict`'s batched path (`task.predict_with`), fp32 and bf16.
@@ -41,11 +45,109 @@ max_length = 384
 stride = 128
 
 
-def train_model(quick: bool, tmp: Path) -> Path:
-    out = tmp / "model"
-    steps, batch = ("30", "8") if quick else ("150", "16")
-    nlpfit_train("qa", out, "--max-steps", steps, "--batch-size", batch, "--lr", "1e-4")
-    return out
+def train_settings(quick: bool) -> dict:
+    return {"steps": 16, "batch": 8, "lr": 1e-4} if quick else {"steps": 150, "batch": 16, "lr": 1e-4}
+
+
+def train_model(quick: bool, tmp: Path, precision: str = "no") -> tuple[Path, dict]:
+    """`nlpfit train qa` on the offline default: the model folder and its metrics.json."""
+    s = train_settings(quick)
+    out = tmp / ("model" if precision == "no" else f"model-{precision}")
+    metrics = nlpfit_train("qa", out, "--max-steps", str(s["steps"]), "--batch-size", str(s["batch"]),
+                           "--lr", str(s["lr"]), "--mixed-precision", precision)
+    return out, metrics
+
+
+def course_preprocess_training(tokenizer, max_length=max_length, stride=stride):
+    """The course's preprocess_training_examples, with the course's names and arguments."""
+
+    def preprocess_training_examples(examples):
+        questions = [q.strip() for q in examples["question"]]
+        inputs = tokenizer(
+            questions,
+            examples["context"],
+            max_length=max_length,
+            truncation="only_second",
+            stride=stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding="max_length",
+        )
+        offset_mapping = inputs.pop("offset_mapping")
+        sample_map = inputs.pop("overflow_to_sample_mapping")
+        answers = examples["answers"]
+        start_positions = []
+        end_positions = []
+        for i, offset in enumerate(offset_mapping):
+            sample_idx = sample_map[i]
+            answer = answers[sample_idx]
+            if not answer["text"]:
+                start_positions.append(0)
+                end_positions.append(0)
+                continue
+            start_char = answer["answer_start"][0]
+            end_char = answer["answer_start"][0] + len(answer["text"][0])
+            sequence_ids = inputs.sequence_ids(i)
+            idx = 0
+            while sequence_ids[idx] != 1:
+                idx += 1
+            context_start = idx
+            while sequence_ids[idx] == 1:
+                idx += 1
+            context_end = idx - 1
+            if offset[context_start][0] > start_char or offset[context_end][1] < end_char:
+                start_positions.append(0)
+                end_positions.append(0)
+            else:
+                idx = context_start
+                while idx <= context_end and offset[idx][0] <= start_char:
+                    idx += 1
+                start_positions.append(idx - 1)
+                idx = context_end
+                while idx >= context_start and offset[idx][1] >= end_char:
+                    idx -= 1
+                end_positions.append(idx + 1)
+        inputs["start_positions"] = start_positions
+        inputs["end_positions"] = end_positions
+        return inputs
+
+    return preprocess_training_examples
+
+
+def plain_training(quick: bool, raw, tmp: Path, bf16: bool = False) -> dict:
+    """The course's training: preprocess_training_examples (windows padded to 384), the Trainer with
+    its default collator, the same steps, batch and learning rate as nlpfit's run; real (non-padding)
+    tokens counted from the batches' attention masks.  Returns seconds, tokens and the trained model."""
+    import time
+
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import default_data_collator
+
+    from nlpfit.models import packaged_minilm
+
+    s = train_settings(quick)
+    path = packaged_minilm()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    train_dataset = raw["train"].map(course_preprocess_training(tokenizer), batched=True,
+                                     remove_columns=raw["train"].column_names)
+    real = [0]
+
+    def counting_collator(features):
+        batch = default_data_collator(features)
+        real[0] += int(batch["attention_mask"].sum())
+        return batch
+
+    model = AutoModelForQuestionAnswering.from_pretrained(path)
+    args = TrainingArguments(str(tmp / ("plain-train-bf16" if bf16 else "plain-train")), learning_rate=s["lr"],
+                             max_steps=s["steps"], per_device_train_batch_size=s["batch"], weight_decay=0.01,
+                             eval_strategy="no", save_strategy="no", report_to=[], disable_tqdm=True, seed=42,
+                             bf16=bf16, use_cpu=not __import__("torch").cuda.is_available())
+    trainer = Trainer(model=model, args=args, train_dataset=train_dataset, data_collator=counting_collator,
+                      processing_class=tokenizer)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "tokens": real[0], "model": model.eval(), "tokenizer": tokenizer}
 
 
 def course_preprocess(tokenizer, max_length=max_length, stride=stride):
@@ -175,12 +277,25 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
     import datasets
 
     tmp.mkdir(parents=True, exist_ok=True)
-    out = train_model(quick, tmp)
+    out, metrics = train_model(quick, tmp)
     cfg, task, raw, facts, model, tokenizer = load(out)
     bs = cfg.eval_batch_size
     validation = raw["validation"]
     n = len(validation)
     rows = []
+
+    # training: the same steps, batch and learning rate; real tokens per second (evaluation apart)
+    plain = plain_training(quick, raw, tmp)
+    plain_metrics = plain_evaluation(plain["model"], plain["tokenizer"], validation, bs, tmp)()[0]
+    rows.append(Row("qa", "training", "Trainer, course recipe (windows padded to 384)",
+                    plain["tokens"] / plain["seconds"], "real tokens/s", "val " + quality(plain_metrics),
+                    plain["seconds"], f"{train_settings(quick)['steps']} steps"))
+    for precision in ["no", *device_precisions()]:
+        m = metrics if precision == "no" else train_model(quick, tmp, precision)[1]
+        rows.append(Row("qa", "training", "nlpfit train qa" + (f" --mixed-precision {precision}"
+                                                             if precision != "no" else ""),
+                        m["train"]["tokens_per_second"], "real tokens/s", "val " + quality(m["eval"]),
+                        m["train"]["runtime_s"]))
 
     # evaluation: the whole of it, model loading apart
     seconds, (metrics, plain_pred, *_) = best_of(repeat, plain_evaluation(model, tokenizer, validation, bs, tmp))
@@ -204,7 +319,7 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
         rows += postprocessing_rows(task, facts, *course, both, repeat, stage, window)
 
     # prediction: the shipped pipeline one question per call, nlpfit predict batched
-    rows += prediction_rows(out, task, both, repeat)
+    rows += prediction_rows(out, task, both.select(range(min(len(both), 40))) if quick else both, repeat)
     return rows
 
 

@@ -1,6 +1,11 @@
 """What the translation and summarization sections share: one model trained by `nlpfit train` on the
 task's offline default, then evaluated and used for prediction both ways on its validation split.
 
+Training: the course's `preprocess_function` and `Seq2SeqTrainer.train()` on a model of the run's
+architecture and tokenizer, initialised afresh, with the run's steps, batch size, learning rate, warmup
+and weight decay, against `nlpfit train`'s own figures (its training time, evaluations apart; fp32 and
+--mixed-precision bf16): real (non-padding) source tokens per second, the mean training loss beside.
+
 Evaluation, plain: the course's recipe, `Seq2SeqTrainer(model, Seq2SeqTrainingArguments(
 predict_with_generate=True, per_device_eval_batch_size=64, ...), data_collator=DataCollatorForSeq2Seq,
 compute_metrics=compute_metrics).evaluate(max_length=...)` on the course's tokenization
@@ -98,6 +103,74 @@ def ours_predict(task, model, tokenizer, texts: list[str], precision: str) -> li
     return [r[task.output_key] for r in task.predict_with((model, tokenizer), texts, popts)]
 
 
+def plain_training(out: Path, train_split, tmp: Path, bf16: bool = False) -> dict:
+    """The course's training: its preprocess_function over the run's training pairs, a model of the
+    run's architecture initialised afresh (seed 42) with the run's tokenizer, DataCollatorForSeq2Seq,
+    Seq2SeqTrainer.train() with the run's steps, batch size, learning rate, warmup and weight decay.
+    Real (non-padding) source tokens are counted from the batches, as nlpfit counts them."""
+    from transformers import (AutoConfig, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainer,
+                              Seq2SeqTrainingArguments, set_seed)
+
+    from nlpfit.run import load_run
+    from nlpfit.tasks import make_task
+
+    cfg, _ = load_run(str(out))
+    task = make_task(cfg)
+    tokenizer = task.load_trained(str(out))[1]
+    o = task.opts
+
+    def preprocess_function(examples):
+        return tokenizer(examples["source"], text_target=examples["target"], max_length=o.max_source_length,
+                         truncation=True)
+
+    tokenized = train_split.map(preprocess_function, batched=True, remove_columns=train_split.column_names)
+    set_seed(42)
+    model = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(str(out)))
+    collator = DataCollatorForSeq2Seq(tokenizer, model=model)
+    real = [0]
+
+    def counting_collator(features):
+        batch = collator(features)
+        real[0] += int(batch["attention_mask"].sum())
+        return batch
+
+    args = Seq2SeqTrainingArguments(str(tmp / ("plain-train-bf16" if bf16 else "plain-train")), learning_rate=cfg.lr,
+                                    max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+                                    warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+                                    eval_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True,
+                                    seed=42, bf16=bf16, use_cpu=not _cuda())
+    trainer = Seq2SeqTrainer(model, args, train_dataset=tokenized, data_collator=counting_collator,
+                             processing_class=tokenizer)
+    start = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "tokens": real[0], "loss": result.training_loss}
+
+
+def training_rows(name: str, out: Path, metrics: dict, steps: int, train_args: tuple, tmp: Path) -> list[Row]:
+    """Training, real source tokens per second: the course's Seq2SeqTrainer against nlpfit's run (and
+    its bf16 twin), the mean training loss of the same steps beside each."""
+    from nlpfit.run import load_run
+    from nlpfit.tasks import make_task
+
+    cfg, _ = load_run(str(out))
+    task = make_task(cfg)
+    raw, _ = task.load_data(trained=task.trained_facts(str(out)))
+    plain = plain_training(out, raw["train"], tmp)
+    rows = [Row(name, "training", "Seq2SeqTrainer, course recipe (random order)", plain["tokens"] / plain["seconds"],
+                "real tokens/s", f"train loss {plain['loss']:.3f}", plain["seconds"], f"{steps} steps")]
+    runs = [("no", metrics)]
+    for precision in device_precisions():
+        runs.append((precision, train(name, tmp / f"model-{precision}", steps, "--mixed-precision", precision,
+                                      *train_args)))
+    for precision, m in runs:
+        rows.append(Row(name, "training", "nlpfit train" + (f" --mixed-precision {precision}" if precision != "no"
+                                                          else ""),
+                        m["train"]["tokens_per_second"], "real tokens/s", f"train loss {m['train']['loss']:.3f}",
+                        m["train"]["runtime_s"]))
+    return rows
+
+
 def _cuda() -> bool:
     import torch
 
@@ -109,13 +182,13 @@ def section(name: str, steps: int, limit: int, n_predict: int, repeat: int, tmp:
     """The rows of one task: evaluation (plain fp32 and bf16, nlpfit fp32 and bf16) and prediction."""
     tmp.mkdir(parents=True, exist_ok=True)
     out = tmp / "model"
-    train(name, out, steps, *train_args)
+    metrics = train(name, out, steps, *train_args)
+    rows = training_rows(name, out, metrics, steps, train_args, tmp)
     task, model, tokenizer, val, load_s = load(out, limit)
     device = "cuda" if _cuda() else "cpu"
     model.to(device)
     o = task.opts
     n = len(val)
-    rows = []
     for precision in ["fp32", *device_precisions()]:
         seconds, metrics = plain_evaluate(task, model, tokenizer, val, compute_metrics_for(tokenizer),
                                           o.max_source_length, o.max_target_length, repeat, tmp / "trainer",
