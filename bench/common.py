@@ -1,5 +1,5 @@
-"""What the benchmarks of bench/ share: best-of-N timing, `nlpfit train` in a child process, peak
-memory, and the one table `bench_tasks.py` prints.
+"""What the benchmarks of bench/ share: best-of-N timing, `nlpfit train` in a child process, and
+the one table `bench_tasks.py` prints.
 
 Rules, the same for every task: one process tree on one machine; the plain transformers recipe and
 nlpfit run on the same model and data; each timed stage runs `repeat` times and its best time
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -69,12 +68,6 @@ def nlpfit_train(task: str, out: str | Path, *args: str) -> dict:
     """`nlpfit train TASK --output OUT ARGS --overwrite` in a child process; its metrics.json."""
     nlpfit("train", task, "--output", str(out), "--overwrite", *args)
     return json.loads((Path(out) / "metrics.json").read_text())
-
-
-def peak_rss_mb(children: bool = False) -> float:
-    """Peak resident memory of this process (or of its finished children), in MB."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
-    return usage.ru_maxrss / 1024
 
 
 def machine() -> str:

@@ -138,8 +138,17 @@ def child(job: dict) -> dict:
         stages["tokenize+chunk"] = seconds - sum(stages.values())
     blocks, token_sum = _token_sum(parts)
     return {"seconds": seconds, "blocks": blocks, "token_sum": token_sum, "stages": stages,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": own_peak_rss_mb(),
             "workers_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
+def own_peak_rss_mb() -> float:
+    """This process's peak resident memory since it started (VmHWM; getrusage's maxrss would carry
+    the launching process's peak across fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_child(job: dict, cache: Path) -> dict:
