@@ -25,8 +25,20 @@ def longest_first(lengths: list[int]) -> list[int]:
     return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
-def batches_by_length(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
-    """Batches of indices of examples of similar length (`longest_first`, cut every `batch_size`)."""
+def batches_by_length(lengths: list[int], batch_size: int, max_padding: float | None = None) -> Iterator[list[int]]:
+    """Batches of indices of examples of similar length (`longest_first`, cut every `batch_size`).
+
+    With `max_padding`, a batch also ends before an example shorter than (1 - max_padding) times its
+    longest: at most that share of a batch's tokens is padding.  For encoders, whose cost is the
+    tokens computed, this beats full batches of very different lengths; greedy decoders, whose cost
+    is one step per generated token for the whole batch, keep full batches (None)."""
     order = longest_first(lengths)
-    for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) == batch_size
+                      or (max_padding is not None and lengths[i] < (1 - max_padding) * lengths[batch[0]])):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nlpfit.inference import autocast, longest_first
+from nlpfit.inference import autocast, batches_by_length, longest_first
 
 
 def cpu_distributed() -> bool:
@@ -233,9 +233,11 @@ def predict_outputs(task, model, tokenizer, features, batch_size: int, accelerat
                     desc: str = "evaluating", precision: str = "fp32") -> dict:
     """Per-example outputs of `task.eval_step`, in dataset order, identical for any process count.
 
-    The split is reordered longest first and cut into fixed-size batches; accelerate shards the
-    batches over processes, `pad_across_processes` evens out sequence lengths and
-    `gather_for_metrics` drops the samples duplicated to even out the last batch.
+    The split is reordered longest first.  In one process it is cut by `inference.batches_by_length`
+    (at most `batch_size` examples, and, for tasks with `max_batch_padding`, a new batch where the
+    length drops below that share of the batch's longest).  Across several processes it is cut into
+    fixed-size batches: accelerate shards them over processes, `pad_across_processes` evens out
+    sequence lengths and `gather_for_metrics` drops the samples duplicated to even out the last batch.
     """
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
@@ -245,19 +247,29 @@ def predict_outputs(task, model, tokenizer, features, batch_size: int, accelerat
     lengths = lengths_of(features)
     order = longest_first(lengths)
     collate = make_collate(task.eval_collator(tokenizer, model), model)
-    loader = DataLoader(features.select(order), batch_size=batch_size, shuffle=False, collate_fn=collate)
-    loader = accelerator.prepare_data_loader(loader)
+    sharded = accelerator.num_processes > 1
+    if sharded:
+        loader = DataLoader(features.select(order), batch_size=batch_size, shuffle=False, collate_fn=collate)
+        loader = accelerator.prepare_data_loader(loader)
+    else:  # positions in `order` of each batch (order is longest first already)
+        position = {i: pos for pos, i in enumerate(order)}
+        batches = [[position[i] for i in b] for b in batches_by_length(lengths, batch_size, task.max_batch_padding)]
+        loader = DataLoader(features.select(order), batch_sampler=batches, collate_fn=collate)
+    device = accelerator.device
     was_training = model.training
     model.eval()
     gathered: dict[str, list] = {}
     with torch.inference_mode():
         for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
-            with autocast(precision, accelerator.device):
+            if not sharded:
+                batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+            with autocast(precision, device):
                 out = task.eval_step(model, batch)
             for key, value in out.items():
-                if value.ndim > 1:
-                    value = accelerator.pad_across_processes(value, dim=1, pad_index=-100)
-                value = accelerator.gather_for_metrics(value)
+                if sharded:
+                    if value.ndim > 1:
+                        value = accelerator.pad_across_processes(value, dim=1, pad_index=-100)
+                    value = accelerator.gather_for_metrics(value)
                 gathered.setdefault(key, []).extend(value.float().cpu().numpy() if value.is_floating_point()
                                                     else value.cpu().numpy())
     model.train(was_training)

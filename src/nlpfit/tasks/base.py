@@ -82,6 +82,10 @@ class Task:
     search_space: ClassVar[dict[str, str]] = {"lr": "1e-5:1e-3:log", "batch_size": "8,16,32", "warmup_ratio": "0:0.2",
                                               "weight_decay": "0:0.1", "epochs": "1,2,3"}
 
+    #: evaluation and prediction batches end before an example shorter than (1 - this) times the
+    #: batch's longest (`inference.batches_by_length`); None: full batches (generation, equal blocks)
+    max_batch_padding: ClassVar[float | None] = None
+
     def __init__(self, cfg):
         if not isinstance(cfg.task_options, self.Options):
             raise TypeError(f"{type(self).__name__} needs typed options: build the task with tasks.make_task")

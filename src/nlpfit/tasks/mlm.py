@@ -179,6 +179,7 @@ class MaskedLM(Task):
     # perplexity before training is the baseline of domain adaptation: always measure it
     defaults = {"eval_before": True}
     main_metric = "perplexity"
+    max_batch_padding = 0.25
     greater_is_better = False
 
     @property
@@ -346,7 +347,7 @@ class MaskedLM(Task):
         tokenizer = pipe.tokenizer
         texts = masked_texts(inputs, tokenizer, popts.top_k)
         for text, result in zip(texts, fill_masks(pipe.model, tokenizer, texts, popts.batch_size or 1,
-                                                  popts.precision, popts.top_k)):
+                                                  popts.precision, popts.top_k, self.max_batch_padding)):
             per_mask = result if result and isinstance(result[0], list) else [result]
             candidates = [[{"sequence": _strip_specials(c["sequence"], tokenizer), "token": c["token_str"],
                             "score": round(float(c["score"]), 4)}
@@ -377,7 +378,8 @@ def masked_texts(inputs: list, tokenizer, top_k: int) -> list[str]:
     return texts
 
 
-def fill_masks(model, tokenizer, texts: list[str], batch_size: int, precision: str = "fp32", top_k: int = 5) -> list:
+def fill_masks(model, tokenizer, texts: list[str], batch_size: int, precision: str = "fp32", top_k: int = 5,
+               max_padding: float | None = None) -> list:
     """What pipeline("fill-mask") returns for each text (a list of candidates, or one list per mask when a
     text has several), computed in batches of texts of similar length with the vocabulary projection
     applied at the masked positions only (`masked_logits`): the fillers, scores and sequences of the
@@ -391,7 +393,7 @@ def fill_masks(model, tokenizer, texts: list[str], batch_size: int, precision: s
     mask_id, pad_id = tokenizer.mask_token_id, tokenizer.pad_token_id
     device = model.device
     results: list = [None] * len(texts)
-    for chunk in batches_by_length([len(ids) for ids in encoded], batch_size):
+    for chunk in batches_by_length([len(ids) for ids in encoded], batch_size, max_padding):
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt")
         inputs = {k: v.to(device) for k, v in batch.items()}
         ids = inputs["input_ids"]

@@ -218,6 +218,7 @@ class QuestionAnswering(Task):
     defaults = {"lr": 5e-5, "epochs": 2.0, "batch_size": 16, "warmup_ratio": 0.1}
     default_split = (0.1, 0.1)
     main_metric = "f1"
+    max_batch_padding = 0.25
     greater_is_better = True
     search_space = {"lr": "1e-5:3e-4:log", "batch_size": "8,16,32", "warmup_ratio": "0:0.2", "weight_decay": "0:0.1",
                     "epochs": "1,2,3"}
@@ -435,7 +436,7 @@ class QuestionAnswering(Task):
         """Answer, score, start and end of each {question, context}, with the training windows."""
         import torch
 
-        from nlpfit.inference import autocast
+        from nlpfit.inference import autocast, batches_by_length
 
         model, tokenizer, facts = predictor
         device = model.device
@@ -451,14 +452,14 @@ class QuestionAnswering(Task):
         names = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
         rows = [{k: enc[k][i] for k in names} for i in range(len(feats))]
         collate = self.collator(tokenizer, model)
-        starts, ends = [], []
-        bs = popts.batch_size
+        starts: list = [None] * len(rows)
+        ends: list = [None] * len(rows)
         with torch.inference_mode(), autocast(popts.precision, device):
-            for b in range(0, len(rows), bs):
-                batch = {k: v.to(device) for k, v in collate(rows[b:b + bs]).items()}
+            for idx in batches_by_length([len(r["input_ids"]) for r in rows], popts.batch_size, self.max_batch_padding):
+                batch = {k: v.to(device) for k, v in collate([rows[i] for i in idx]).items()}
                 out = model(**batch)
-                starts += list(out.start_logits.float().cpu().numpy())
-                ends += list(out.end_logits.float().cpu().numpy())
+                for i, s, e in zip(idx, out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()):
+                    starts[i], ends[i] = s, e
         answers = self.postprocess(examples, feats, starts, ends, facts.null_answers)
         for ex, item in zip(examples, items):
             a = answers[ex["id"]]
