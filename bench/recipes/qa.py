@@ -46,7 +46,7 @@ stride = 128
 
 
 def train_settings(quick: bool) -> dict:
-    return {"steps": 16, "batch": 8, "lr": 1e-4} if quick else {"steps": 150, "batch": 16, "lr": 1e-4}
+    return {"steps": 30, "batch": 8, "lr": 1e-4} if quick else {"steps": 150, "batch": 16, "lr": 1e-4}
 
 
 def train_model(quick: bool, tmp: Path, precision: str = "no") -> tuple[Path, dict]:
