@@ -93,3 +93,35 @@ def test_prediction_options_carry_their_batch_size(tiny_bert, ner_data, tmp_path
     task = make_task(load_run(str(out))[0])
     assert predict_options(task, {}).batch_size == 7 == task.cfg.eval_batch_size
     assert predict_options(task, {"batch_size": 3}).batch_size == 3 and task.cfg.eval_batch_size == 7
+
+
+def test_a_clm_run_with_its_data_cache_sets_nothing_on_the_task(tmp_path, monkeypatch):
+    """The causal LM's prepared-data cache travels in its Facts, not on the task (trained twice: the
+    second run reads the documents and blocks back from the cache)."""
+    import sysconfig
+    from pathlib import Path
+
+    from nlpfit import run
+    from nlpfit.tasks import make_task
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "code"
+    data.mkdir()
+    for p in sorted((Path(sysconfig.get_paths()["stdlib"]) / "json").glob("*.py"))[:4]:
+        (data / p.name).write_text(p.read_text(encoding="utf-8"), encoding="utf-8")
+    seen = []
+    real = make_task
+
+    def recording(cfg):
+        task = real(cfg)
+        seen.append(task)
+        return task
+
+    monkeypatch.setattr("nlpfit.tasks.make_task", recording)
+    for n in (1, 2):
+        cfg = RunConfig(task="clm", data=[str(data)], output=str(tmp_path / f"out{n}"), max_steps=1, batch_size=4,
+                        validation_split=0.3,
+                        task_options={"filter_keywords": "", "vocab_size": 300, "n_layer": 1, "n_embd": 32, "n_head": 2,
+                                      "context_length": 32})
+        run.train(cfg)
+    assert len(seen) >= 2 and all(set(vars(t)) == {"cfg"} for t in seen)

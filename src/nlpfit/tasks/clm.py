@@ -91,6 +91,8 @@ class Facts(base.Facts):
     scan: dict | None = None
     #: per split: blocks, tokens, dropped tokens
     blocks: dict = field(default_factory=dict)
+    #: the documents were read from (or written to) the prepared-data cache, so their blocks can be too
+    documents_cached: bool = False
 
 
 # ---- the loss ---------------------------------------------------------------------------------------
@@ -473,7 +475,7 @@ class CausalLM(Task):
                 if entry:
                     PreparedCache.discard(folder)
                 raise
-        self._documents_cached = entry is not None
+        documents_cached = entry is not None
         info(f"data: {manifest['summary']}")
         if manifest["skipped"]:
             info("  skipped, e.g. " + "; ".join(manifest["skipped"]))
@@ -488,7 +490,7 @@ class CausalLM(Task):
             total = sum(len(d) for d in raw.values())
             raise NlpfitError(f"{where}: no training documents (all {total} went to validation/test)")
         info("data: " + ", ".join(f"{s} {len(d)} files" for s, d in raw.items()))
-        return raw, Facts(scan=manifest["scan"])
+        return raw, Facts(scan=manifest["scan"], documents_cached=documents_cached)
 
     # ---- 2. model and tokenizer --------------------------------------------------------------
     def build(self, raw, facts):
@@ -604,7 +606,7 @@ class CausalLM(Task):
             if isinstance(ds, datasets.IterableDataset):
                 features[split] = self._stream_features(ds, tokenizer)
                 continue
-            feats, stats = self._blocks(split, ds, tokenizer)
+            feats, stats = self._blocks(split, ds, tokenizer, facts.documents_cached)
             if o.pack:
                 info(f"{split}: {len(feats)} blocks from {stats['tokens']} tokens (files packed with eos separators, "
                      "last block shorter: nothing dropped)")
@@ -619,15 +621,16 @@ class CausalLM(Task):
             features[split] = feats
         return features, dataclasses.replace(facts, blocks=blocks)
 
-    def _blocks(self, split: str, ds, tokenizer):
+    def _blocks(self, split: str, ds, tokenizer, documents_cached: bool):
         """The blocks of one split and their counts, from the cache when an earlier run made them from
-        the same documents with the same tokenizer and block options."""
+        the same documents (`documents_cached`: read through the cache) with the same tokenizer and
+        block options."""
         from nlpfit.data.code import CACHE_FORMAT, PreparedCache, digest, load_arrow
 
         o = self.opts
         tok_key = tokenizer_digest(tokenizer)
         entry = None
-        if getattr(self, "_documents_cached", False) and tok_key and ds.cache_files:
+        if documents_cached and tok_key and ds.cache_files:
             # the documents' fingerprint follows their files and any selection made since (--max-*-samples)
             entry = PreparedCache("clm-blocks", digest([CACHE_FORMAT, ds._fingerprint, tok_key, o.context_length,
                                                         o.pack]))
@@ -639,7 +642,9 @@ class CausalLM(Task):
         folder = entry.staging() if entry else Path(_temp_cache())
         try:
             feats, stats = make_blocks(ds, tokenizer, o.context_length, o.pack, o.num_proc, folder, split)
-            if entry is None:
+            if entry is None or not len(feats):  # nothing to keep (no block: preprocess says so)
+                if entry:
+                    PreparedCache.discard(folder)
                 return feats, stats
             files = [Path(f["filename"]).name for f in feats.cache_files]
             del feats

@@ -389,6 +389,8 @@ def fill_masks(model, tokenizer, texts: list[str], batch_size: int, precision: s
 
     from nlpfit.inference import autocast, batches_by_length
 
+    if not texts:  # an empty --input file
+        return []
     encoded = tokenizer(texts)["input_ids"]
     mask_id, pad_id = tokenizer.mask_token_id, tokenizer.pad_token_id
     device = model.device
