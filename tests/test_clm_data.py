@@ -192,3 +192,21 @@ def test_bad_num_proc_is_one_line(corpus, tmp_path, run_cli, value, words):
     assert res.code == 2, res.err
     lines = [line for line in res.err.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and "--num-proc" in lines[0], res.err
+
+
+def test_a_damaged_cache_entry_is_prepared_again(tmp_path, monkeypatch):
+    """An Arrow file of the cache damaged on disk: a warning, the entry removed, the data prepared anew."""
+    import datasets
+
+    from nlpfit.data.code import PreparedCache
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    entry = PreparedCache("clm-blocks", "k")
+    staging = entry.staging()
+    datasets.Dataset.from_dict({"input_ids": [[1, 2], [3, 4]]}).save_to_disk(str(tmp_path / "ds"))
+    arrow = next((tmp_path / "ds").glob("*.arrow"))
+    (staging / "train-blocks.arrow").write_bytes(arrow.read_bytes())
+    entry.commit(staging, {"files": ["train-blocks.arrow"]})
+    assert entry.load() == {"files": ["train-blocks.arrow"]}
+    (entry.folder / "train-blocks.arrow").write_bytes(b"\x00garbage" * 10)
+    assert entry.load() is None and not entry.folder.exists()

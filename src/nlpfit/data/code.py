@@ -423,10 +423,22 @@ class PreparedCache:
         self.folder = cache_root() / kind / key
 
     def load(self) -> dict | None:
+        """The entry's manifest, or None when it has none yet.  An entry whose Arrow files do not open
+        (damaged on disk) is removed, with a warning, and None returned: it is prepared again."""
         try:
-            return json.loads((self.folder / "manifest.json").read_text(encoding="utf-8"))
+            manifest = json.loads((self.folder / "manifest.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        try:
+            for arrow in self.folder.glob("*.arrow"):
+                load_arrow(self.folder, [arrow.name])
+        except Exception as exc:  # pyarrow raises OSError / ArrowInvalid for a damaged file
+            from nlpfit.log import warn
+
+            warn(f"the prepared data in {self.folder} is damaged ({type(exc).__name__}): preparing it again")
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return None
+        return manifest
 
     def staging(self) -> Path:
         path = self.folder.parent / f".staging-{self.key}-{uuid.uuid4().hex[:8]}"
