@@ -1,7 +1,9 @@
-"""What prediction shares across tasks: the inference device and batches of inputs of similar length."""
+"""What prediction and evaluation share across tasks: the inference device, autocast, per-example token
+losses and batches of inputs of similar length."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Iterator
 
 
@@ -11,12 +13,73 @@ def inference_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def autocast(precision: str, device):
-    """bfloat16 autocast for `precision` "bf16" (inference and evaluation), nothing for "fp32"."""
+@contextmanager
+def autocast(precision: str, device, model=None):
+    """bfloat16 autocast for `precision` "bf16" (inference and evaluation), nothing for "fp32".
+
+    With `model`, its linear layers also hold bfloat16 copies of their weights while the context is
+    open (`bf16_linear_weights`), so autocast does not cast every weight again at every call."""
     import torch
 
     device = torch.device(device)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        if precision == "bf16" and model is not None:
+            with bf16_linear_weights(model):
+                yield
+        else:
+            yield
+
+
+@contextmanager
+def bf16_linear_weights(model):
+    """Inside, every `torch.nn.Linear` (and transformers' `Conv1D`, GPT-2's linear layer) of `model`
+    computes with a bfloat16 copy of its fp32 weight and bias; the fp32 parameters are back on exit.
+
+    autocast rounds a linear layer's weight and bias to bfloat16 at every call (its cast cache holds
+    only while gradients are recorded); the copies are that same rounding done once, so the results are
+    autocast's, bit for bit.  Only those layers change: embeddings and norms keep their fp32 weights
+    (an output layer tied to the embedding gets its own copy), and the copies cost half the linear
+    weights' memory while they exist.  Use it only for inference: the copies have no gradient."""
+    import torch
+
+    kinds = [torch.nn.Linear]
+    try:
+        from transformers.pytorch_utils import Conv1D
+
+        kinds.append(Conv1D)
+    except ImportError:  # pragma: no cover - transformers without Conv1D
+        pass
+    model = getattr(model, "module", model)
+    copies: dict[int, torch.Tensor] = {}
+    swapped = []
+    with torch.no_grad():
+        for module in model.modules():
+            if type(module) not in kinds:
+                continue
+            for name in ("weight", "bias"):
+                param = module._parameters.get(name)
+                if param is None or param.dtype != torch.float32:
+                    continue
+                if id(param) not in copies:
+                    copies[id(param)] = param.detach().to(torch.bfloat16)
+                swapped.append((module, name, param))
+                module._parameters[name] = copies[id(param)]
+    try:
+        yield
+    finally:
+        for module, name, param in swapped:
+            module._parameters[name] = param
+
+
+def summed_token_losses(logits, labels):
+    """Cross-entropy summed over each example's labelled positions ([batch, length, classes] logits,
+    [batch, length] labels, -100 ignored), in fp32.  The logits are flattened, not transposed: the
+    softmax then runs over contiguous rows, several times faster for a large vocabulary."""
+    import torch
+
+    losses = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+                                               reduction="none")
+    return losses.view_as(labels).sum(dim=1)
 
 
 def longest_first(lengths: list[int]) -> list[int]:

@@ -259,12 +259,11 @@ def predict_outputs(task, model, tokenizer, features, batch_size: int, accelerat
     was_training = model.training
     model.eval()
     gathered: dict[str, list] = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision, device, model):
         for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
             if not sharded:
                 batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
-            with autocast(precision, device):
-                out = task.eval_step(model, batch)
+            out = task.eval_step(model, batch)
             for key, value in out.items():
                 if sharded:
                     if value.ndim > 1:

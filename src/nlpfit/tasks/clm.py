@@ -360,7 +360,7 @@ def greedy_completions(model, tokenizer, prompts: list[str], budgets: list[int],
                 ids = ids_of[i]
                 input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
                 attention_mask[r, width - len(ids):] = 1
-            with torch.inference_mode(), autocast(precision, device):
+            with torch.inference_mode(), autocast(precision, device, model):
                 out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                                      max_new_tokens=budget, do_sample=False, pad_token_id=pad)
             for r, i in enumerate(rows):
@@ -762,7 +762,7 @@ class CausalLM(Task):
                       "return_full_text": False, "pad_token_id": pipe.tokenizer.pad_token_id,
                       "do_sample": True, "temperature": popts.temperature, "top_p": popts.top_p}
             set_seed(popts.seed)
-            with torch.inference_mode(), autocast(popts.precision, pipe.model.device):
+            with torch.inference_mode(), autocast(popts.precision, pipe.model.device, pipe.model):
                 outs = pipe(text, **kwargs)
             yield {"text": text, "completions": [o["generated_text"] for o in outs]}
 

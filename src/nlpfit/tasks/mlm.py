@@ -400,7 +400,7 @@ def fill_masks(model, tokenizer, texts: list[str], batch_size: int, precision: s
         inputs = {k: v.to(device) for k, v in batch.items()}
         ids = inputs["input_ids"]
         inputs["labels"] = ids.masked_fill(ids != mask_id, -100)
-        with torch.inference_mode(), autocast(precision, device):
+        with torch.inference_mode(), autocast(precision, device, model):
             logits, _, rows = masked_logits(model, inputs)
         values, predictions = logits.float().softmax(dim=-1).topk(top_k)
         values, predictions, rows = values.tolist(), predictions.tolist(), rows.tolist()

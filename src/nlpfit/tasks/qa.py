@@ -454,7 +454,7 @@ class QuestionAnswering(Task):
         collate = self.collator(tokenizer, model)
         starts: list = [None] * len(rows)
         ends: list = [None] * len(rows)
-        with torch.inference_mode(), autocast(popts.precision, device):
+        with torch.inference_mode(), autocast(popts.precision, device, model):
             for idx in batches_by_length([len(r["input_ids"]) for r in rows], popts.batch_size, self.max_batch_padding):
                 batch = {k: v.to(device) for k, v in collate([rows[i] for i in idx]).items()}
                 out = model(**batch)

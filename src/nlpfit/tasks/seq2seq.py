@@ -432,7 +432,7 @@ class Seq2Seq(Task):
         """The loss (summed per example) and the generated ids of a batch.  The encoder runs once: its
         output feeds both the teacher-forced forward pass and generation.  Only token ids and two numbers
         per example leave the step, never logits, so what evaluation keeps grows with the ids alone."""
-        import torch
+        from nlpfit.inference import summed_token_losses
 
         model = getattr(model, "module", model)
         labels = batch["labels"]
@@ -444,8 +444,7 @@ class Seq2Seq(Task):
         if "decoder_attention_mask" in batch:
             decoder["decoder_attention_mask"] = batch["decoder_attention_mask"]
         logits = model(attention_mask=batch["attention_mask"], encoder_outputs=encoder_outputs, **decoder).logits
-        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=-100,
-                                                 reduction="none").sum(dim=1)
+        loss = summed_token_losses(logits, labels)
         del logits
         generated = generate(model, batch["input_ids"], batch["attention_mask"], encoder_outputs=encoder_outputs,
                              num_beams=self.opts.num_beams, max_new_tokens=self.max_new_tokens())
@@ -508,7 +507,7 @@ class Seq2Seq(Task):
         prefix = self.opts.source_prefix
         results: list = ["" if not t.strip() else None for t in texts]  # an empty text: an empty answer
         todo = [i for i, t in enumerate(texts) if t.strip()]
-        with torch.inference_mode(), autocast(popts.precision, device):
+        with torch.inference_mode(), autocast(popts.precision, device, model):
             for batch in batches_by_length([len(texts[i]) for i in todo], popts.batch_size):
                 idx = [todo[b] for b in batch]
                 enc = tokenizer([prefix + texts[i] for i in idx], max_length=self.opts.max_source_length,

@@ -261,12 +261,11 @@ class TokenClassification(Task):
 
     # ---- 3. evaluation ----------------------------------------------------------------------
     def eval_step(self, model, batch):
-        import torch
+        from nlpfit.inference import summed_token_losses
 
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
         labels = batch["labels"]
-        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=-100,
-                                                 reduction="none").sum(dim=1)
+        loss = summed_token_losses(logits, labels)
         return {"predictions": logits.argmax(-1), "labels": labels, "loss_sum": loss,
                 "n_tokens": (labels != -100).sum(dim=1)}
 
@@ -441,7 +440,7 @@ def batched_logits(model, tokenizer, texts: list[str], batch_size: int, bf16: bo
     """
     import torch
 
-    from nlpfit.inference import batches_by_length
+    from nlpfit.inference import autocast, batches_by_length
 
     if not texts:
         return
@@ -457,7 +456,7 @@ def batched_logits(model, tokenizer, texts: list[str], batch_size: int, bf16: bo
     done: dict[int, dict] = {}
     device = model.device
     next_out = 0
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+    with torch.inference_mode(), autocast("bf16" if bf16 else "fp32", device, model):
         for idx in batches_by_length([len(ids) for ids in enc["input_ids"]], batch_size, max_padding):
             batch = tokenizer.pad({k: [enc[k][i] for i in idx] for k in names}, return_tensors="pt")
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
