@@ -349,7 +349,7 @@ def _batches(tokenizer, texts, size, max_length):
 def test_greedy_gives_generate_ids(tiny_models, task_name):
     import torch
 
-    from nlpfit.tasks.seq2seq import encode, generate, greedy, greedy_settings
+    from nlpfit.decoding import encode, generate, greedy, greedy_settings
 
     task, model, tokenizer, _, raw, _ = _trained(tiny_models, task_name)
     model.eval()
@@ -377,11 +377,11 @@ def test_greedy_gives_generate_ids(tiny_models, task_name):
                                        {"suppress_tokens": [5]}, {"forced_bos_token_id": 3},
                                        {"num_return_sequences": 1, "output_scores": True}])
 def test_greedy_falls_back_to_generate(tiny_models, overrides):
-    from nlpfit.tasks import seq2seq
+    from nlpfit import decoding
 
     task, model, tokenizer, _, raw, _ = _trained(tiny_models, "translation")
-    assert seq2seq.greedy_settings(model, {}) is not None
-    assert seq2seq.greedy_settings(model, overrides) is None
+    assert decoding.greedy_settings(model, {}) is not None
+    assert decoding.greedy_settings(model, overrides) is None
     calls = []
     real = model.generate
 
@@ -392,10 +392,38 @@ def test_greedy_falls_back_to_generate(tiny_models, overrides):
     model.generate = counted
     enc = tokenizer(list(raw["source"][:2]), padding=True, return_tensors="pt")
     if "do_sample" not in overrides and "output_scores" not in overrides:
-        seq2seq.generate(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=3, **overrides)
+        decoding.generate(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=3, **overrides)
         assert len(calls) == 1
     model.generation_config.update(**overrides)  # a saved generation_config that asks for it too
-    assert seq2seq.greedy_settings(model, {}) is None
+    assert decoding.greedy_settings(model, {}) is None
+
+
+def test_greedy_after_seq2seq_trainer_spelled_out_the_defaults(tiny_models, tmp_path):
+    """Seq2SeqTrainer's prediction step writes generate()'s defaults into the model's generation_config
+    (repetition_penalty 1.0, no_repeat_ngram_size 0, ...), and so into the generation_config.json of a model
+    it evaluated and saved: that is still plain greedy search."""
+    import torch
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    from nlpfit import decoding
+
+    task, model, tokenizer, features, raw, _ = _trained(tiny_models, "translation")
+    before = set(model.generation_config.to_diff_dict())
+    args = Seq2SeqTrainingArguments(str(tmp_path), per_device_eval_batch_size=8, predict_with_generate=True,
+                                    report_to="none", disable_tqdm=True, use_cpu=True)
+    trainer = Seq2SeqTrainer(model, args, eval_dataset=features.select(range(8)), processing_class=tokenizer,
+                             data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),
+                             compute_metrics=lambda preds: {})  # with a compute_metrics, evaluation generates
+    trainer.evaluate(max_length=task.max_new_tokens() + 1)
+    spelled = set(model.generation_config.to_diff_dict()) - before
+    assert {"repetition_penalty", "no_repeat_ngram_size", "num_assistant_tokens"} <= spelled
+    assert decoding.greedy_settings(model, {}) is not None
+    model.eval()
+    enc = tokenizer(list(raw["source"][:10]), padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        assert torch.equal(decoding.generate(model, enc["input_ids"], enc["attention_mask"]), model.generate(**enc))
+    model.generation_config.repetition_penalty = 1.3  # a value that adds a logits processor
+    assert decoding.greedy_settings(model, {}) is None
 
 
 def test_greedy_on_a_warm_started_encoder_decoder():
@@ -403,8 +431,8 @@ def test_greedy_on_a_warm_started_encoder_decoder():
     from transformers import AutoTokenizer, EncoderDecoderModel
     from transformers.utils import logging as hf_logging
 
+    from nlpfit.decoding import MarianStep, ModelStep, decoder_step, encode, generate, greedy_settings
     from nlpfit.models import packaged_minilm
-    from nlpfit.tasks.seq2seq import generate, greedy_settings
 
     path = packaged_minilm()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -427,3 +455,140 @@ def test_greedy_on_a_warm_started_encoder_decoder():
     with torch.inference_mode():
         assert torch.equal(generate(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=6),
                            model.generate(**enc, max_new_tokens=6))
+        assert not MarianStep.applies(model)  # not a Marian model: the model's own forward
+        hidden = encode(model, enc["input_ids"], enc["attention_mask"])
+        assert type(decoder_step(model, hidden, enc["attention_mask"], 6)) is ModelStep
+
+
+# ---- decoder steps: the model's forward, token by token ----------------------------------------------------
+def test_growing_layer_holds_what_a_dynamic_layer_holds():
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from nlpfit.decoding import GrowingLayer
+
+    torch.manual_seed(0)
+    grown, plain = GrowingLayer(), DynamicLayer()
+    batch = 5
+    for i, new in enumerate([4, 1, 1, 9, 1, 1, 1, 20, 1, 1]):  # past its first capacity (16) and its doubling
+        k, v = torch.randn(batch, 2, new, 8), torch.randn(batch, 2, new, 8)
+        got, want = grown.update(k, v), plain.update(k.clone(), v.clone())
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert grown.get_seq_length() == plain.get_seq_length()
+        if i in (3, 7):  # rows leave the batch (reorder_cache replaces the keys from outside)
+            rows = torch.tensor([0, 2, 3]) if i == 3 else torch.tensor([2, 0])
+            grown.reorder_cache(rows)
+            plain.reorder_cache(rows)
+            batch = len(rows)
+    assert grown.keys.shape == (2, 2, 40, 8)
+
+
+def _marian(out, attn: str):
+    """The trained Marian model of `out` with the given attention, its final_logits_bias (zeros from
+    training) made random so that the steps have to add it."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(out), attn_implementation=attn).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.final_logits_bias.normal_(0, 0.5)
+    return model
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("task_name", ["translation", "summarization"])
+def test_decoder_steps_give_the_model_forward_logits(tiny_models, task_name, attn, precision):
+    """MarianStep and ModelStep, step by step on padded batches, give the logits of the model's own forward
+    with its default cache, bit for bit, also after rows leave the batch, in fp32 and under bf16 autocast
+    with bf16 weight copies (what evaluation and prediction run), for both attention implementations."""
+    import torch
+
+    from nlpfit.decoding import MarianStep, ModelStep, decoder_step, encode
+    from nlpfit.inference import autocast
+
+    task, _, tokenizer, _, raw, _ = _trained(tiny_models, task_name)
+    model = _marian(tiny_models(task_name), attn)
+    assert MarianStep.applies(model) and model.config._attn_implementation == attn
+    texts = list(raw["source"][:9])
+    enc = tokenizer(texts, max_length=task.opts.max_source_length, truncation=True, padding=True, return_tensors="pt")
+    mask = enc["attention_mask"]
+    assert not bool(mask.all())  # the encoder mask matters
+    limit = 12
+    with torch.inference_mode(), autocast(precision, "cpu", model):
+        hidden = encode(model, enc["input_ids"], mask)
+        marian, generic = MarianStep(model, hidden, mask, limit), ModelStep(model, hidden, mask)
+        assert type(decoder_step(model, hidden, mask, limit)) is MarianStep
+        ref_hidden, ref_mask, cache = hidden, mask, None
+        last = torch.full((len(texts), 1), model.generation_config.decoder_start_token_id)
+        for position in range(limit):
+            out = model(encoder_outputs=ref_hidden, attention_mask=ref_mask, decoder_input_ids=last, use_cache=True,
+                        cache=cache)
+            cache, want = out.cache, out.logits[:, -1, :]
+            assert torch.equal(marian(last, position), want), position
+            assert torch.equal(generic(last, position), want), position
+            last = want.argmax(dim=-1, keepdim=True)
+            if position in (2, 6):  # rows leave the batch
+                keep = torch.arange(0, len(last), 2) if position == 2 else torch.tensor([1, 2])
+                for step in (marian, generic):
+                    step.keep(keep)
+                cache.reorder_cache(keep)
+                ref_hidden = type(hidden)(last_hidden_state=ref_hidden.last_hidden_state.index_select(0, keep))
+                ref_mask, last = ref_mask.index_select(0, keep), last[keep]
+    model.train()
+    assert not MarianStep.applies(model)  # dropout in training: the model's forward
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_greedy_with_either_step_is_generate(tiny_models, attn):
+    import torch
+
+    from nlpfit.decoding import ModelStep, encode, greedy, greedy_settings
+
+    task, _, tokenizer, _, raw, _ = _trained(tiny_models, "translation")
+    model = _marian(tiny_models("translation"), attn)
+    texts = list(raw["source"][:20])
+    with torch.inference_mode():
+        for overrides in ({}, {"max_new_tokens": 2}, {"max_new_tokens": 9}):
+            settings = greedy_settings(model, overrides)
+            enc = tokenizer(texts, padding=True, return_tensors="pt")
+            expected = model.generate(**enc, **overrides)
+            hidden = encode(model, enc["input_ids"], enc["attention_mask"])
+            assert torch.equal(greedy(model, hidden, enc["attention_mask"], settings), expected)
+            step = ModelStep(model, hidden, enc["attention_mask"])
+            assert torch.equal(greedy(model, hidden, enc["attention_mask"], settings, step=step), expected)
+
+
+@pytest.mark.parametrize("task_name", ["translation", "summarization"])
+def test_losses_at_labelled_positions_are_the_full_ones(tiny_models, task_name, monkeypatch):
+    import torch
+    from torch.utils.data import DataLoader
+
+    from nlpfit.engines.loop import make_collate
+    from nlpfit.inference import labelled_logits, summed_labelled_losses, summed_token_losses
+
+    task, model, tokenizer, features, _, _ = _trained(tiny_models, task_name)
+    model.eval()
+    collate = make_collate(task.collator(tokenizer, model), model)
+    batch = next(iter(DataLoader(features, batch_size=16, collate_fn=collate)))
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    assert bool((labels == -100).any())  # targets of mixed lengths: padded
+    projected = []
+    head = model.get_output_embeddings()
+    hook = head.register_forward_hook(lambda module, args, out: projected.append(args[0].shape[0]))
+    with torch.inference_mode():
+        full = model(**inputs).logits
+        logits, kept, rows = labelled_logits(model, inputs, labels)
+        ours = summed_labelled_losses(model, inputs, labels)
+    hook.remove()
+    n = int((labels != -100).sum())
+    assert projected[1] == n  # the head saw the labelled positions only
+    assert logits.shape == (n, full.shape[-1]) and torch.allclose(logits, full[labels != -100], atol=1e-5)
+    assert torch.equal(kept, labels[labels != -100])
+    assert torch.equal(rows, torch.nonzero(labels != -100)[:, 0])
+    assert torch.allclose(ours, summed_token_losses(full, labels), rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(type(model), "get_output_embeddings", lambda self: None)  # a head it cannot hook
+    with torch.inference_mode():
+        assert torch.allclose(summed_labelled_losses(model, inputs, labels), ours, rtol=1e-6, atol=1e-6)

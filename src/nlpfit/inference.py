@@ -1,5 +1,5 @@
-"""What prediction and evaluation share across tasks: the inference device, autocast, per-example token
-losses and batches of inputs of similar length."""
+"""What prediction and evaluation share across tasks: the inference device, autocast, logits and losses
+at labelled positions only, per-example token losses and batches of inputs of similar length."""
 
 from __future__ import annotations
 
@@ -80,6 +80,43 @@ def summed_token_losses(logits, labels):
     losses = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
                                                reduction="none")
     return losses.view_as(labels).sum(dim=1)
+
+
+def labelled_logits(model, inputs: dict, labels):
+    """(logits [n, vocab], labels [n], row of each) for the n labelled positions of a batch (labels
+    [batch, length], -100 ignored): `model(**inputs)` with its output projection, a language model's
+    largest matrix product, applied to those positions only, through a pre-hook on the model's output
+    embeddings that keeps only their hidden states.  Models whose head does not allow it get full
+    logits, then indexed: the same numbers either way."""
+    import torch
+
+    keep = labels != -100
+    head = getattr(model, "module", model).get_output_embeddings()
+    logits = None
+    if head is not None:
+        hook = head.register_forward_pre_hook(lambda module, args: (args[0][keep],) + tuple(args[1:]))
+        try:
+            logits = model(**inputs).logits
+        except RuntimeError:  # the head reshapes its output: fall back to full logits
+            logits = None
+        finally:
+            hook.remove()
+        if logits is not None and (logits.ndim != 2 or logits.shape[0] != int(keep.sum())):
+            logits = None
+    if logits is None:
+        logits = model(**inputs).logits[keep]
+    rows = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(labels)[keep]
+    return logits, labels[keep], rows
+
+
+def summed_labelled_losses(model, inputs: dict, labels):
+    """Cross-entropy summed over each example's labelled positions, in fp32, the logits computed only
+    there (`labelled_logits`): what `summed_token_losses` gives from full logits."""
+    import torch
+
+    logits, kept, rows = labelled_logits(model, inputs, labels)
+    losses = torch.nn.functional.cross_entropy(logits.float(), kept, reduction="none")
+    return torch.zeros(labels.shape[0], dtype=losses.dtype, device=losses.device).index_add_(0, rows, losses)
 
 
 def longest_first(lengths: list[int]) -> list[int]:

@@ -126,33 +126,11 @@ class WholeWordMaskCollator:
 
 
 def masked_logits(model, batch):
-    """(logits [n, vocab], labels [n], row of each) for the n masked tokens of a batch.
+    """(logits [n, vocab], labels [n], row of each) for the n masked tokens of a batch, the vocabulary
+    projection applied at those positions only (`inference.labelled_logits`)."""
+    from nlpfit.inference import labelled_logits
 
-    The output projection (the largest matrix product of a masked LM) is applied to the masked
-    positions only, through a pre-hook on the model's output embeddings; models whose head does
-    not allow it get full logits, then indexed.
-    """
-    import torch
-
-    labels = batch["labels"]
-    keep = labels != -100
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    head = getattr(model, "module", model).get_output_embeddings()
-    logits = None
-    if head is not None:
-        hook = head.register_forward_pre_hook(lambda module, args: (args[0][keep],) + tuple(args[1:]))
-        try:
-            logits = model(**inputs).logits
-        except RuntimeError:  # the head reshapes its output: fall back to full logits
-            logits = None
-        finally:
-            hook.remove()
-        if logits is not None and (logits.ndim != 2 or logits.shape[0] != int(keep.sum())):
-            logits = None
-    if logits is None:
-        logits = model(**inputs).logits[keep]
-    rows = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(labels)[keep]
-    return logits, labels[keep], rows
+    return labelled_logits(model, {k: v for k, v in batch.items() if k != "labels"}, batch["labels"])
 
 
 def masked_lm_loss(model, batch):

@@ -10,10 +10,11 @@
    --max-source-length / --max-target-length; --source-prefix for T5-style models, language codes
    for multilingual tokenizers (mBART, NLLB, M2M100).
 3. Pad with DataCollatorForSeq2Seq: labels padded with -100, decoder_input_ids made by the model.
-4. Evaluate by generating (--num-beams, --max-new-tokens; greedy search by a lean decoding loop with
+4. Evaluate by generating (--num-beams, --max-new-tokens; greedy search by nlpfit.decoding's loop with
    generate()'s ids, rows leaving the batch as they end), batches sorted by length, before
-   (--eval-before) and after training; sacreBLEU (BLEU, chrF) for translation, rouge-score ROUGE-1/2/
-   L/Lsum for summarization.  The last evaluation's predictions are saved as OUT/predictions.jsonl.
+   (--eval-before) and after training, the teacher-forced loss projected to the vocabulary at the
+   labelled positions only; sacreBLEU (BLEU, chrF) for translation, rouge-score ROUGE-1/2/L/Lsum for
+   summarization.  The last evaluation's predictions are saved as OUT/predictions.jsonl.
 5. Predict by generating from the saved model and its generation_config.
 
 Without --model, a small Marian-style encoder-decoder is built from its config with a tokenizer
@@ -89,127 +90,6 @@ def text_value(value, where: str, column: str) -> str:
     from nlpfit.data import kind_of
 
     raise NlpfitError(f"{where}: {column} is {kind_of(value)}, not text")
-
-
-# ---- generation ---------------------------------------------------------------------------------------
-def encode(model, input_ids, attention_mask):
-    """The encoder's output for a batch (what generate() computes first)."""
-    return model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
-
-
-#: generation settings the lean greedy loop reproduces (with the values it reproduces them for; None,
-#: generate()'s default, is the same); a generation_config that sets anything else goes through generate()
-_GREEDY_SAME = {"num_beams": 1, "num_beam_groups": 1, "do_sample": False, "num_return_sequences": 1,
-                "output_attentions": False, "output_hidden_states": False, "output_scores": False,
-                "output_logits": False, "return_dict_in_generate": False, "use_cache": True, "min_length": 0,
-                "forced_bos_token_id": None}
-_GREEDY_FREE = {"decoder_start_token_id", "eos_token_id", "pad_token_id", "bos_token_id", "forced_eos_token_id",
-                "max_new_tokens", "max_length", "early_stopping", "length_penalty", "_from_model_config",
-                "transformers_version", "temperature", "top_k", "top_p"}  # the last three: sampling only
-
-
-def greedy_settings(model, overrides: dict):
-    """(decoder start id, eos ids, pad id, forced eos ids, new-token limit) when generate() with the model's
-    generation_config and `overrides` is plain greedy search that `greedy` reproduces exactly; None when
-    it is anything else (beams, sampling, a logits processor the loop does not apply, ...)."""
-    import copy
-
-    gc = getattr(model, "generation_config", None)
-    if gc is None or not getattr(model.config, "is_encoder_decoder", False):
-        return None
-    gc = copy.deepcopy(gc)
-    gc.update(**overrides)
-    for key, value in gc.to_diff_dict().items():
-        if key in _GREEDY_FREE:
-            continue
-        if key not in _GREEDY_SAME or value not in (None, _GREEDY_SAME[key]):
-            return None
-    if any(getattr(gc, k, None) not in (None, v) for k, v in _GREEDY_SAME.items()):  # None: generate()'s default
-        return None
-
-    def ids(value):
-        return [] if value is None else [int(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
-
-    eos = ids(gc.eos_token_id)
-    start = gc.decoder_start_token_id if gc.decoder_start_token_id is not None else gc.bos_token_id
-    pad = gc.pad_token_id if gc.pad_token_id is not None else (eos[0] if eos else None)
-    if isinstance(start, (list, tuple)) or start is None or pad is None:
-        return None
-    limit = gc.max_new_tokens if gc.max_new_tokens is not None else gc.max_length - 1
-    if limit is None or limit < 1:
-        return None
-    return int(start), eos, int(pad), ids(gc.forced_eos_token_id), int(limit)
-
-
-def greedy(model, encoder_outputs, attention_mask, settings, compact: bool = True):
-    """Greedy decoding from the encoder output, the ids generate() gives for `settings`
-    (`greedy_settings`): one decoder step per token through the model's own forward with its key/value
-    cache, the argmax token, the forced end of sequence at the limit, pad after a row's end; it stops when
-    every row has ended or at the limit.  With `compact`, rows that have ended leave the batch (their
-    cache, encoder output and mask rows are dropped) once a quarter of the batch has ended, so later
-    steps compute only the rows still decoding."""
-    import inspect
-
-    import torch
-
-    start, eos, pad, forced_eos, limit = settings
-    device = attention_mask.device
-    n = attention_mask.shape[0]
-    cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    out_ids = torch.full((n, limit + 1), pad, dtype=torch.long, device=device)
-    out_ids[:, 0] = start
-    last = out_ids[:, :1]
-    rows = torch.arange(n, device=device)  # the output row of each row in the batch
-    eos_ids = torch.tensor(eos, dtype=torch.long, device=device)
-    unfinished = torch.ones(n, dtype=torch.bool, device=device)
-    forced = min(forced_eos) if forced_eos else None  # the argmax of a row that is 0 at these ids, -inf elsewhere
-    hidden = encoder_outputs
-    cache = None
-    length = 1
-    with torch.no_grad():
-        for step in range(1, limit + 1):
-            if forced is not None and step == limit:  # generate()'s ForcedEOSTokenLogitsProcessor
-                next_ids = torch.full((len(rows),), forced, dtype=torch.long, device=device)
-            else:
-                out = model(encoder_outputs=hidden, attention_mask=attention_mask, decoder_input_ids=last,
-                            use_cache=True, return_dict=True, **{cache_kw: cache})
-                cache = out.cache if "cache" in out else out.past_key_values
-                next_ids = out.logits[:, -1, :].argmax(dim=-1)
-                del out
-            next_ids = torch.where(unfinished, next_ids, pad)
-            out_ids[rows, step] = next_ids
-            length = step + 1
-            last = next_ids[:, None]
-            if not len(eos):
-                continue
-            unfinished &= ~torch.isin(next_ids, eos_ids)
-            left = int(unfinished.sum())
-            if not left:
-                break
-            if compact and step < limit - 1 and (len(rows) - left) * 4 >= len(rows):
-                keep = unfinished.nonzero().squeeze(1)
-                cache.reorder_cache(keep)
-                hidden = type(hidden)(last_hidden_state=hidden.last_hidden_state.index_select(0, keep))
-                attention_mask = attention_mask.index_select(0, keep)
-                rows, last, unfinished = rows[keep], last[keep], unfinished[keep]
-    return out_ids[:, :length]
-
-
-def generate(model, input_ids, attention_mask, encoder_outputs=None, **overrides):
-    """`model.generate(input_ids=..., attention_mask=..., **overrides)`, from the encoder output when one
-    is given (the encoder does not run again).  Plain greedy search (`greedy_settings`) runs the lean
-    `greedy` loop instead, with the same ids.  generate() may expand `encoder_outputs` in place for
-    beams: use it for nothing else afterwards."""
-    model = getattr(model, "module", model)
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    settings = greedy_settings(model, overrides)
-    if settings is not None:
-        if encoder_outputs is None:
-            encoder_outputs = encode(model, input_ids, attention_mask)
-        return greedy(model, encoder_outputs, attention_mask, settings)
-    if encoder_outputs is None:
-        return model.generate(input_ids=input_ids, attention_mask=attention_mask, **overrides)
-    return model.generate(attention_mask=attention_mask, encoder_outputs=encoder_outputs, **overrides)
 
 
 # ---- the shared task --------------------------------------------------------------------------------------
@@ -430,22 +310,24 @@ class Seq2Seq(Task):
     # ---- 3. evaluation: generate, decode, score -------------------------------------------------
     def eval_step(self, model, batch):
         """The loss (summed per example) and the generated ids of a batch.  The encoder runs once: its
-        output feeds both the teacher-forced forward pass and generation.  Only token ids and two numbers
-        per example leave the step, never logits, so what evaluation keeps grows with the ids alone."""
-        from nlpfit.inference import summed_token_losses
+        output feeds both the teacher-forced forward pass and generation.  The teacher-forced pass projects
+        to the vocabulary only at the labelled positions (padding is most of a batch of targets of mixed
+        lengths).  Only token ids and two numbers per example leave the step, never logits, so what
+        evaluation keeps grows with the ids alone."""
+        from nlpfit.decoding import encode, generate
+        from nlpfit.inference import summed_labelled_losses, summed_token_losses
 
         model = getattr(model, "module", model)
         labels = batch["labels"]
         encoder_outputs = encode(model, batch["input_ids"], batch["attention_mask"])
-        if "decoder_input_ids" in batch:
-            decoder = {"decoder_input_ids": batch["decoder_input_ids"]}
-        else:  # the model shifts the labels itself
-            decoder = {"labels": labels}
-        if "decoder_attention_mask" in batch:
-            decoder["decoder_attention_mask"] = batch["decoder_attention_mask"]
-        logits = model(attention_mask=batch["attention_mask"], encoder_outputs=encoder_outputs, **decoder).logits
-        loss = summed_token_losses(logits, labels)
-        del logits
+        inputs = {"attention_mask": batch["attention_mask"], "encoder_outputs": encoder_outputs}
+        for key in ("decoder_input_ids", "decoder_attention_mask"):
+            if key in batch:
+                inputs[key] = batch[key]
+        if "decoder_input_ids" in inputs:
+            loss = summed_labelled_losses(model, inputs, labels)
+        else:  # the model shifts the labels itself, over full logits
+            loss = summed_token_losses(model(**inputs, labels=labels).logits, labels)
         generated = generate(model, batch["input_ids"], batch["attention_mask"], encoder_outputs=encoder_outputs,
                              num_beams=self.opts.num_beams, max_new_tokens=self.max_new_tokens())
         return {"generated": generated, "labels": labels, "loss_sum": loss, "n_tokens": (labels != -100).sum(dim=1)}
@@ -494,6 +376,7 @@ class Seq2Seq(Task):
         """Generated text for each input, batched by length with the saved generation_config."""
         import torch
 
+        from nlpfit.decoding import generate
         from nlpfit.inference import autocast, batches_by_length
 
         model, tokenizer = predictor
