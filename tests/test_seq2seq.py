@@ -592,3 +592,105 @@ def test_losses_at_labelled_positions_are_the_full_ones(tiny_models, task_name, 
     monkeypatch.setattr(type(model), "get_output_embeddings", lambda self: None)  # a head it cannot hook
     with torch.inference_mode():
         assert torch.allclose(summed_labelled_losses(model, inputs, labels), ours, rtol=1e-6, atol=1e-6)
+
+
+def _random_marian(attn: str, d_model: int = 512, heads: int = 8, vocab: int = 2000):
+    """A Marian model of a realistic width drawn at random (wide enough that eager attention's rounding
+    depends on the layout of the keys and values)."""
+    import torch
+    from transformers import MarianConfig, MarianMTModel
+
+    torch.manual_seed(0)
+    config = MarianConfig(vocab_size=vocab, d_model=d_model, encoder_layers=2, decoder_layers=2,
+                          encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=2 * d_model,
+                          decoder_ffn_dim=2 * d_model, max_position_embeddings=128, pad_token_id=0, eos_token_id=1,
+                          decoder_start_token_id=0)
+    return MarianMTModel._from_config(config, attn_implementation=attn).eval()
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_marian_step_at_a_realistic_width(attn):
+    import torch
+
+    from nlpfit.decoding import MarianStep, encode
+
+    model = _random_marian(attn)
+    ids = torch.randint(5, 2000, (6, 40), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[3:, 30:] = 0
+    with torch.inference_mode():
+        hidden = encode(model, ids, mask)
+        step, cache = MarianStep(model, hidden, mask, 24), None
+        last = torch.zeros(6, 1, dtype=torch.long)
+        for position in range(24):
+            out = model(encoder_outputs=hidden, attention_mask=mask, decoder_input_ids=last, use_cache=True,
+                        cache=cache)
+            cache = out.cache
+            assert torch.equal(step(last, position), out.logits[:, -1]), position
+            last = out.logits[:, -1].argmax(dim=-1, keepdim=True)
+
+
+def test_marian_step_only_where_it_reproduces_the_forward():
+    import torch
+    from accelerate import cpu_offload
+
+    from nlpfit.decoding import MarianStep, ModelStep, decoder_step, encode, generate
+
+    ids = torch.randint(5, 500, (3, 9), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    flex = _random_marian("flex_attention", d_model=64, heads=2, vocab=500)
+    assert not MarianStep.applies(flex)  # its BlockMask is not a tensor of rows
+    with torch.inference_mode():
+        assert type(decoder_step(flex, encode(flex, ids, mask), mask, 4)) is ModelStep
+    offloaded = _random_marian("sdpa", d_model=64, heads=2, vocab=500)
+    with torch.inference_mode():
+        expected = offloaded.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5)
+    cpu_offload(offloaded, execution_device="cpu")  # weights loaded by hooks in each module's forward
+    assert not MarianStep.applies(offloaded)
+    with torch.inference_mode():
+        assert torch.equal(generate(offloaded, ids, mask, max_new_tokens=5), expected)
+
+
+def test_a_generate_replaced_on_the_model_is_called(tiny_models):
+    """The server streams by replacing generate() on the loaded model: greedy search then goes through it."""
+    import torch
+
+    from nlpfit.decoding import generate
+
+    task, model, tokenizer, _, raw, _ = _trained(tiny_models, "translation")
+    enc = tokenizer(list(raw["source"][:3]), padding=True, return_tensors="pt")
+    calls = []
+    real = model.generate
+
+    def wrapped(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    with torch.inference_mode():
+        plain = generate(model, enc["input_ids"], enc["attention_mask"])
+        model.generate = wrapped
+        assert torch.equal(generate(model, enc["input_ids"], enc["attention_mask"]), plain)
+    assert len(calls) == 1
+
+
+def test_losses_at_labelled_positions_with_a_head_over_ngram_streams():
+    """ProphetNet's head sees [batch, ngram, length, hidden]: the hook leaves it whole (also when the length
+    equals the n-gram count, where a mask over [batch, length] would index the wrong axis)."""
+    import torch
+    from transformers import ProphetNetConfig, ProphetNetForConditionalGeneration
+
+    from nlpfit.inference import summed_labelled_losses, summed_token_losses
+
+    torch.manual_seed(0)
+    model = ProphetNetForConditionalGeneration(ProphetNetConfig(
+        vocab_size=48, hidden_size=32, encoder_ffn_dim=64, decoder_ffn_dim=64, num_encoder_layers=1,
+        num_decoder_layers=1, num_encoder_attention_heads=2, num_decoder_attention_heads=2, max_position_embeddings=64,
+        ngram=2, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)).eval()
+    for length in (5, 2):
+        labels = torch.randint(5, 48, (3, length))
+        labels[1, length - 1:] = -100
+        inputs = {"input_ids": torch.randint(5, 48, (3, 7)), "attention_mask": torch.ones(3, 7, dtype=torch.long),
+                  "decoder_input_ids": model.prepare_decoder_input_ids_from_labels(labels=labels)}
+        with torch.inference_mode():
+            full = summed_token_losses(model(**inputs).logits, labels)
+            assert torch.allclose(summed_labelled_losses(model, inputs, labels), full, rtol=1e-6, atol=1e-6)

@@ -486,7 +486,10 @@ def test_seq2seq_streams_too(tiny_bert, tmp_path_factory):
         assert call(srv.url, "/info")[1]["stream"] is True
         status, _, events = sse_events(srv.url, {"inputs": ["the red cat is here ."]})
         assert status == 200 and events[-1]["done"] is True
-        assert events[-1]["row"] == call(srv.url, "/predict", {"inputs": ["the red cat is here ."]})[1]["predictions"][0]
+        row = call(srv.url, "/predict", {"inputs": ["the red cat is here ."]})[1]["predictions"][0]
+        assert events[-1]["row"] == row
+        tokens = [e["token"] for e in events[:-1]]  # token by token, as generated
+        assert len(tokens) > 1 and "".join(tokens).strip() == row["translation_text"]
 
 
 def test_examples_come_from_the_model_folder(ner_model, tmp_path):

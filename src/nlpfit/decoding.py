@@ -12,8 +12,8 @@ rows leaving the batch as they end.  A step is one of two things:
   Helsinki-NLP opus-mt family), the same layers called directly: the model's embeddings, linear
   layers, norms, activation and attention function, the encoder's keys and values projected once,
   without the per-token mask building, cache bookkeeping and output objects of the model's forward.
-  The same operations in the same order: the same ids and logits as the model's forward (tested,
-  fp32 and bf16).
+  The same operations in the same order: the same logits as the model's forward, bit for bit (tested,
+  fp32 and bf16, sdpa and eager attention).
 
 Anything else (beams, sampling, penalties, banned tokens, ...) goes through generate().
 """
@@ -166,17 +166,22 @@ class MarianStep:
         for layer in decoder.layers:
             attn = layer.encoder_attn
             shape = (n, hidden.shape[1], -1, attn.head_dim)
-            self.cross.append((attn.k_proj(hidden).view(shape).transpose(1, 2),
-                               attn.v_proj(hidden).view(shape).transpose(1, 2)))
+            # contiguous, as the model's cache stores them (eager attention's matmul rounds by layout)
+            self.cross.append((attn.k_proj(hidden).view(shape).transpose(1, 2).contiguous(),
+                               attn.v_proj(hidden).view(shape).transpose(1, 2).contiguous()))
         self.cross_mask = create_bidirectional_mask(config=decoder.config, inputs_embeds=hidden[:, :1],
                                                     attention_mask=attention_mask, encoder_hidden_states=hidden)
         self.limit = limit
         self.keys: list = [None] * len(decoder.layers)  # per layer [rows, heads, limit, head_dim]
         self.values: list = [None] * len(decoder.layers)
 
+    #: the attention implementations whose masks and kernels this step passes as the model does
+    ATTENTION = ("sdpa", "eager")
+
     @staticmethod
     def applies(model) -> bool:
-        """A Marian model in evaluation mode whose decoder is the one this step reproduces."""
+        """A Marian model in evaluation mode whose decoder is the one this step reproduces, with sdpa or
+        eager attention, its weights in place (no accelerate hooks that load them in a module's forward)."""
         try:
             from transformers.models.marian.modeling_marian import MarianMTModel, MarianSinusoidalPositionalEmbedding
         except ImportError:  # pragma: no cover - a transformers without Marian
@@ -184,6 +189,10 @@ class MarianStep:
         if type(model) is not MarianMTModel or model.training:
             return False
         decoder = model.model.decoder
+        if decoder.config._attn_implementation not in MarianStep.ATTENTION:
+            return False
+        if any(hasattr(m, "_hf_hook") for m in model.modules()) or any(p.is_meta for p in model.parameters()):
+            return False
         return (isinstance(decoder.embed_positions, MarianSinusoidalPositionalEmbedding)
                 and not hasattr(decoder, "layernorm_embedding") and not hasattr(decoder, "layer_norm"))
 
@@ -240,7 +249,10 @@ def greedy(model, encoder_outputs, attention_mask, settings, compact: bool = Tru
     forced end of sequence at the limit, pad after a row's end; it stops when every row has ended or at
     the limit.  With `compact`, rows that have ended leave the batch (their cache, encoder output and
     mask rows are dropped) once a quarter of the batch has ended, so later steps compute only the rows
-    still decoding."""
+    still decoding.  Matrix-product kernels round by the number of rows, so a row's logits in a smaller
+    batch can differ from the full batch's in the last bits, which turns a near-tie between two tokens
+    now and then (as generate() of the same text in a batch of another size does); `compact=False`
+    gives generate()'s ids for the batch exactly."""
     start, eos, pad, forced_eos, limit = settings
     device = attention_mask.device
     n = attention_mask.shape[0]
@@ -284,7 +296,8 @@ def generate(model, input_ids, attention_mask, encoder_outputs=None, **overrides
     beams: use it for nothing else afterwards."""
     model = getattr(model, "module", model)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    settings = greedy_settings(model, overrides)
+    # a generate() replaced on the model itself (the server's streaming wrapper) is the one to call
+    settings = None if "generate" in vars(model) else greedy_settings(model, overrides)
     if settings is not None:
         if encoder_outputs is None:
             encoder_outputs = encode(model, input_ids, attention_mask)

@@ -86,22 +86,34 @@ def labelled_logits(model, inputs: dict, labels):
     """(logits [n, vocab], labels [n], row of each) for the n labelled positions of a batch (labels
     [batch, length], -100 ignored): `model(**inputs)` with its output projection, a language model's
     largest matrix product, applied to those positions only, through a pre-hook on the model's output
-    embeddings that keeps only their hidden states.  Models whose head does not allow it get full
-    logits, then indexed: the same numbers either way."""
+    embeddings that keeps only their hidden states.  A head that sees anything but [batch, length,
+    hidden] states (ProphetNet's n-gram streams, ...) or reshapes its output gets them all, and the
+    logits are indexed afterwards: the same numbers either way."""
     import torch
 
     keep = labels != -100
     head = getattr(model, "module", model).get_output_embeddings()
     logits = None
     if head is not None:
-        hook = head.register_forward_pre_hook(lambda module, args: (args[0][keep],) + tuple(args[1:]))
+        hooked = []
+
+        def only_labelled(module, args):
+            states = args[0]
+            if states.dim() != keep.dim() + 1 or states.shape[:-1] != keep.shape or hooked:
+                return None  # not one hidden state per label position: leave it whole
+            hooked.append(True)
+            return (states[keep],) + tuple(args[1:])
+
+        hook = head.register_forward_pre_hook(only_labelled)
         try:
             logits = model(**inputs).logits
-        except RuntimeError:  # the head reshapes its output: fall back to full logits
-            logits = None
+        except (RuntimeError, IndexError, ValueError):  # the head reshapes its output: full logits
+            logits, hooked = None, []
         finally:
             hook.remove()
-        if logits is not None and (logits.ndim != 2 or logits.shape[0] != int(keep.sum())):
+        if logits is not None and not hooked and logits.shape[:-1] == keep.shape:
+            logits = logits[keep]  # the head saw everything: index its logits
+        elif logits is not None and (not hooked or logits.ndim != 2 or logits.shape[0] != int(keep.sum())):
             logits = None
     if logits is None:
         logits = model(**inputs).logits[keep]
