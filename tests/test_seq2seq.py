@@ -694,3 +694,78 @@ def test_losses_at_labelled_positions_with_a_head_over_ngram_streams():
         with torch.inference_mode():
             full = summed_token_losses(model(**inputs).logits, labels)
             assert torch.allclose(summed_labelled_losses(model, inputs, labels), full, rtol=1e-6, atol=1e-6)
+
+
+# ---- sources of very different lengths: encoded and scored in groups -------------------------------------
+def test_length_groups_follow_the_batching_rule():
+    import torch
+
+    from nlpfit.decoding import length_groups
+
+    def mask(lengths, width=None, left=False):
+        width = width or max(lengths)
+        m = torch.zeros(len(lengths), width, dtype=torch.long)
+        for i, n in enumerate(lengths):
+            m[i, width - n:] = 1 if left else 0
+            m[i, :n] = 0 if left else 1
+        return m
+
+    groups = length_groups(mask([40, 9, 38, 30, 8, 12, 29]))
+    assert [(rows.tolist(), longest) for rows, longest in groups] == [([0, 2, 3], 40), ([6], 29), ([5, 1], 12), ([4], 8)]
+    assert length_groups(mask([40, 39, 35, 31])) is None  # under a quarter of padding: one pass
+    assert length_groups(mask([40, 9, 8], left=True)) is None  # left padding is not cut
+    assert length_groups(mask([40])) is None and length_groups(mask([40, 9]), max_padding=None) is None
+
+
+def _mixed_lengths(tiny_models):
+    """The trained summarization model and a batch of its sources cut to very different lengths."""
+    from torch.utils.data import DataLoader
+
+    from nlpfit.engines.loop import make_collate
+
+    task, model, tokenizer, features, raw, _ = _trained(tiny_models, "summarization")
+    model.eval()
+    rows = [dict(features[i]) for i in range(12)]
+    for i, row in enumerate(rows):  # keep 3 to all of the tokens, the end of sequence last
+        keep = max(3, len(row["input_ids"]) * (i % 4 + 1) // 8)
+        row["input_ids"] = row["input_ids"][:keep - 1] + row["input_ids"][-1:]
+        row["attention_mask"] = row["attention_mask"][:keep]
+    collate = make_collate(task.collator(tokenizer, model), model)
+    return task, model, next(iter(DataLoader(rows, batch_size=12, collate_fn=collate)))
+
+
+def test_grouped_encoding_puts_each_row_back(tiny_models):
+    import torch
+
+    from nlpfit.decoding import encode, length_groups
+
+    task, model, batch = _mixed_lengths(tiny_models)
+    mask = batch["attention_mask"]
+    groups = length_groups(mask)
+    assert groups is not None and len(groups) > 1
+    with torch.inference_mode():
+        whole = encode(model, batch["input_ids"], mask).last_hidden_state
+        grouped = encode(model, batch["input_ids"], mask, groups).last_hidden_state
+    real = mask.bool()
+    assert torch.allclose(grouped[real], whole[real], atol=1e-5)
+    for rows, longest in groups:  # past a group's longest source: zeros, hidden by the encoder mask
+        assert bool((grouped[rows, longest:] == 0).all()) and bool((grouped[rows, :longest] != 0).any(dim=-1).all())
+
+
+def test_eval_step_on_sources_of_very_different_lengths(tiny_models):
+    """Grouped encoding and scoring: the loss of the plain full forward pass; the ids of generate() on the
+    batch (rows whose states differ only by rounding: near-ties aside, the same tokens)."""
+    import torch
+
+    task, model, batch = _mixed_lengths(tiny_models)
+    with torch.inference_mode():
+        ours = task.eval_step(model, batch)
+        logits = model(**batch).logits
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["labels"], ignore_index=-100,
+                                                 reduction="none").sum(dim=1)
+        generated = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                   max_new_tokens=task.max_new_tokens())
+    assert torch.allclose(ours["loss_sum"], loss, rtol=1e-5, atol=1e-4)
+    assert ours["generated"].shape[0] == generated.shape[0]
+    same = sum(torch.equal(a[a != 0], b[b != 0]) for a, b in zip(ours["generated"], generated))
+    assert same >= len(generated) - 1, (same, len(generated))

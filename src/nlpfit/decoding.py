@@ -26,9 +26,46 @@ import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
 
 
-def encode(model, input_ids, attention_mask):
-    """The encoder's output for a batch (what generate() computes first)."""
-    return model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+def length_groups(attention_mask, max_padding: float | None = 0.25):
+    """Groups of rows of similar length in a right-padded batch whose padding is more than `max_padding`
+    of its tokens, as (row indices, longest length) with `inference.batches_by_length`'s rule (a group
+    ends where a row is shorter than (1 - max_padding) times its longest); None for a batch that is
+    not worth cutting (or not right-padded)."""
+    import torch
+
+    from nlpfit.inference import batches_by_length
+
+    n, width = attention_mask.shape
+    lengths = attention_mask.sum(dim=1)
+    right_padded = torch.equal(attention_mask.bool(), torch.arange(width, device=lengths.device) < lengths[:, None])
+    if max_padding is None or n == 1 or not right_padded or int(lengths.sum()) >= (1 - max_padding) * n * width:
+        return None
+    return [(torch.tensor(group, device=attention_mask.device), int(lengths[group[0]]))
+            for group in batches_by_length(lengths.tolist(), n, max_padding)]
+
+
+def encode(model, input_ids, attention_mask, groups=None):
+    """The encoder's output for a batch (what generate() computes first).
+
+    A decoder's batch keeps sources of very different lengths together (its cost is one step per token
+    for the whole batch), but the encoder's cost is the padded tokens it computes: with `groups`
+    (`length_groups`), each group of rows is encoded cut to its longest row, and the outputs go back in
+    the batch's rows, zeros past the group's longest row (padding, which the encoder mask hides from
+    every cross-attention).  A row's states are then those of its group, equal to the whole batch's up to the
+    rounding of matrix products of another size."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    encoder = model.get_encoder()
+    if not groups:
+        return encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+    hidden = None
+    for rows, longest in groups:
+        out = encoder(input_ids=input_ids[rows, :longest], attention_mask=attention_mask[rows, :longest],
+                      return_dict=True).last_hidden_state
+        if hidden is None:
+            hidden = out.new_zeros(*attention_mask.shape, out.shape[-1])
+        hidden[rows, :longest] = out
+    return BaseModelOutput(last_hidden_state=hidden)
 
 
 # ---- which generation settings greedy reproduces ---------------------------------------------------
@@ -292,7 +329,8 @@ def greedy(model, encoder_outputs, attention_mask, settings, compact: bool = Tru
 def generate(model, input_ids, attention_mask, encoder_outputs=None, **overrides):
     """`model.generate(input_ids=..., attention_mask=..., **overrides)`, from the encoder output when one
     is given (the encoder does not run again).  Plain greedy search (`greedy_settings`) runs the
-    `greedy` loop instead, with the same ids.  generate() may expand `encoder_outputs` in place for
+    `greedy` loop instead, with the same ids, from sources encoded in groups of similar length
+    (`length_groups`).  generate() may expand `encoder_outputs` in place for
     beams: use it for nothing else afterwards."""
     model = getattr(model, "module", model)
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -300,7 +338,7 @@ def generate(model, input_ids, attention_mask, encoder_outputs=None, **overrides
     settings = None if "generate" in vars(model) else greedy_settings(model, overrides)
     if settings is not None:
         if encoder_outputs is None:
-            encoder_outputs = encode(model, input_ids, attention_mask)
+            encoder_outputs = encode(model, input_ids, attention_mask, length_groups(attention_mask))
         return greedy(model, encoder_outputs, attention_mask, settings)
     if encoder_outputs is None:
         return model.generate(input_ids=input_ids, attention_mask=attention_mask, **overrides)

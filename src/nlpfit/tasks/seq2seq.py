@@ -12,8 +12,9 @@
 3. Pad with DataCollatorForSeq2Seq: labels padded with -100, decoder_input_ids made by the model.
 4. Evaluate by generating (--num-beams, --max-new-tokens; greedy search by nlpfit.decoding's loop with
    generate()'s ids, rows leaving the batch as they end), batches sorted by length, before
-   (--eval-before) and after training, the teacher-forced loss projected to the vocabulary at the
-   labelled positions only; sacreBLEU (BLEU, chrF) for translation, rouge-score ROUGE-1/2/L/Lsum for
+   (--eval-before) and after training, sources of very different lengths encoded and scored in groups
+   of similar length, the teacher-forced loss projected to the vocabulary at the labelled positions
+   only; sacreBLEU (BLEU, chrF) for translation, rouge-score ROUGE-1/2/L/Lsum for
    summarization.  The last evaluation's predictions are saved as OUT/predictions.jsonl.
 5. Predict by generating from the saved model and its generation_config.
 
@@ -310,25 +311,37 @@ class Seq2Seq(Task):
     # ---- 3. evaluation: generate, decode, score -------------------------------------------------
     def eval_step(self, model, batch):
         """The loss (summed per example) and the generated ids of a batch.  The encoder runs once: its
-        output feeds both the teacher-forced forward pass and generation.  The teacher-forced pass projects
-        to the vocabulary only at the labelled positions (padding is most of a batch of targets of mixed
-        lengths).  Only token ids and two numbers per example leave the step, never logits, so what
-        evaluation keeps grows with the ids alone."""
-        from nlpfit.decoding import encode, generate
+        output feeds both the teacher-forced forward pass and generation.  Sources of very different
+        lengths are encoded, and scored, in groups of similar length (`decoding.length_groups`), each cut
+        to its longest source and target; generation runs over the whole batch.  The teacher-forced pass
+        projects to the vocabulary only at the labelled positions.  Only token ids and two numbers per
+        example leave the step, never logits, so what evaluation keeps grows with the ids alone."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        from nlpfit.decoding import encode, generate, length_groups
         from nlpfit.inference import summed_labelled_losses, summed_token_losses
 
         model = getattr(model, "module", model)
-        labels = batch["labels"]
-        encoder_outputs = encode(model, batch["input_ids"], batch["attention_mask"])
-        inputs = {"attention_mask": batch["attention_mask"], "encoder_outputs": encoder_outputs}
-        for key in ("decoder_input_ids", "decoder_attention_mask"):
-            if key in batch:
-                inputs[key] = batch[key]
-        if "decoder_input_ids" in inputs:
-            loss = summed_labelled_losses(model, inputs, labels)
-        else:  # the model shifts the labels itself, over full logits
-            loss = summed_token_losses(model(**inputs, labels=labels).logits, labels)
-        generated = generate(model, batch["input_ids"], batch["attention_mask"], encoder_outputs=encoder_outputs,
+        labels, mask = batch["labels"], batch["attention_mask"]
+        groups = length_groups(mask)
+        encoder_outputs = encode(model, batch["input_ids"], mask, groups)
+        hidden = encoder_outputs.last_hidden_state
+        decoder = {key: batch[key] for key in ("decoder_input_ids", "decoder_attention_mask") if key in batch}
+        if "decoder_input_ids" not in decoder:  # the model shifts the labels itself, over full logits
+            loss = summed_token_losses(model(attention_mask=mask, encoder_outputs=encoder_outputs, labels=labels,
+                                             **decoder).logits, labels)
+        else:
+            loss = torch.zeros(len(labels), dtype=torch.float32, device=labels.device)
+            for rows, longest in groups or [(slice(None), mask.shape[1])]:
+                target = labels[rows]
+                labelled = (target != -100).any(dim=0).nonzero()
+                width = int(labelled[-1]) + 1 if len(labelled) else 1  # through the group's last labelled position
+                inputs = {"attention_mask": mask[rows, :longest],
+                          "encoder_outputs": BaseModelOutput(last_hidden_state=hidden[rows, :longest]),
+                          **{key: value[rows, :width] for key, value in decoder.items()}}
+                loss[rows] = summed_labelled_losses(model, inputs, target[:, :width])
+        generated = generate(model, batch["input_ids"], mask, encoder_outputs=encoder_outputs,
                              num_beams=self.opts.num_beams, max_new_tokens=self.max_new_tokens())
         return {"generated": generated, "labels": labels, "loss_sum": loss, "n_tokens": (labels != -100).sum(dim=1)}
 
