@@ -62,20 +62,27 @@ def test_every_hook_the_engines_call_is_declared_on_task_with_a_docstring():
             assert list(ours.parameters) == list(declared.parameters), (name, hook)
 
 
-def test_a_run_sets_nothing_on_the_task(tiny_bert, ner_data, tmp_path, monkeypatch):
-    """Training and evaluating leave the task as it was built: only its frozen configuration."""
-    from nlpfit import run
+@pytest.fixture
+def tasks_made(monkeypatch):
+    """Every task `nlpfit.tasks.make_task` builds from now on, in order."""
     from nlpfit.tasks import make_task
 
     seen = []
-    real = make_task
 
     def recording(cfg):
-        task = real(cfg)
+        task = make_task(cfg)
         seen.append(task)
         return task
 
     monkeypatch.setattr("nlpfit.tasks.make_task", recording)
+    return seen
+
+
+def test_a_run_sets_nothing_on_the_task(tiny_bert, ner_data, tmp_path, tasks_made):
+    """Training and evaluating leave the task as it was built: only its frozen configuration."""
+    from nlpfit import run
+
+    seen = tasks_made
     cfg = RunConfig(task="ner", data=[str(ner_data)], model=str(tiny_bert), output=str(tmp_path / "out"),
                     max_steps=2, eval_batch_size=8)
     run.train(cfg)
@@ -95,29 +102,20 @@ def test_prediction_options_carry_their_batch_size(tiny_bert, ner_data, tmp_path
     assert predict_options(task, {"batch_size": 3}).batch_size == 3 and task.cfg.eval_batch_size == 7
 
 
-def test_a_clm_run_with_its_data_cache_sets_nothing_on_the_task(tmp_path, monkeypatch):
+def test_a_clm_run_with_its_data_cache_sets_nothing_on_the_task(tmp_path, monkeypatch, tasks_made):
     """The causal LM's prepared-data cache travels in its Facts, not on the task (trained twice: the
     second run reads the documents and blocks back from the cache)."""
     import sysconfig
     from pathlib import Path
 
     from nlpfit import run
-    from nlpfit.tasks import make_task
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "code"
     data.mkdir()
     for p in sorted((Path(sysconfig.get_paths()["stdlib"]) / "json").glob("*.py"))[:4]:
         (data / p.name).write_text(p.read_text(encoding="utf-8"), encoding="utf-8")
-    seen = []
-    real = make_task
-
-    def recording(cfg):
-        task = real(cfg)
-        seen.append(task)
-        return task
-
-    monkeypatch.setattr("nlpfit.tasks.make_task", recording)
+    seen = tasks_made
     for n in (1, 2):
         cfg = RunConfig(task="clm", data=[str(data)], output=str(tmp_path / f"out{n}"), max_steps=1, batch_size=4,
                         validation_split=0.3,
