@@ -30,6 +30,14 @@ def autocast(precision: str, device, model=None):
             yield
 
 
+def weight_copies(precision: str, model):
+    """`bf16_linear_weights(model)` for `precision` "bf16", nothing for "fp32": held around a loop of
+    batches that each enter `autocast(precision, device)`, the copies are made once for all of them."""
+    from contextlib import nullcontext
+
+    return bf16_linear_weights(model) if precision == "bf16" else nullcontext()
+
+
 @contextmanager
 def bf16_linear_weights(model):
     """Inside, every `torch.nn.Linear` (and transformers' `Conv1D`, GPT-2's linear layer) of `model`
@@ -42,13 +50,9 @@ def bf16_linear_weights(model):
     weights' memory while they exist.  Use it only for inference: the copies have no gradient."""
     import torch
 
-    kinds = [torch.nn.Linear]
-    try:
-        from transformers.pytorch_utils import Conv1D
+    from transformers.pytorch_utils import Conv1D
 
-        kinds.append(Conv1D)
-    except ImportError:  # pragma: no cover - transformers without Conv1D
-        pass
+    kinds = [torch.nn.Linear, Conv1D]
     model = getattr(model, "module", model)
     copies: dict[int, torch.Tensor] = {}
     swapped = []

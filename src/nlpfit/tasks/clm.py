@@ -337,7 +337,7 @@ def greedy_completions(model, tokenizer, prompts: list[str], budgets: list[int],
     the pipeline's completion of that prompt alone."""
     import torch
 
-    from nlpfit.inference import autocast, batches_by_length
+    from nlpfit.inference import autocast, batches_by_length, weight_copies
 
     results: list = [None] * len(prompts)
     groups: dict[int, list[int]] = {}
@@ -350,25 +350,26 @@ def greedy_completions(model, tokenizer, prompts: list[str], budgets: list[int],
     ids_of = dict(zip([i for i, p in enumerate(prompts) if p], encoded))
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     device = model.device
-    for budget, members in groups.items():
-        for chunk in batches_by_length([len(ids_of[i]) for i in members], batch_size):
-            rows = [members[k] for k in chunk]
-            width = max(len(ids_of[i]) for i in rows)
-            input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, i in enumerate(rows):
-                ids = ids_of[i]
-                input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-                attention_mask[r, width - len(ids):] = 1
-            with torch.inference_mode(), autocast(precision, device, model):
-                out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                     max_new_tokens=budget, do_sample=False, pad_token_id=pad)
-            for r, i in enumerate(rows):
-                new = out[r, width:].tolist()
-                if eos is not None and eos in new:  # generation of this prompt stopped there
-                    new = new[:new.index(eos) + 1]
-                text = tokenizer.decode(new, skip_special_tokens=True)
-                results[i] = {"text": prompts[i], "completions": [text]}
+    with weight_copies(precision, model):  # bf16 copies of the linear weights, once for all batches
+        for budget, members in groups.items():
+            for chunk in batches_by_length([len(ids_of[i]) for i in members], batch_size):
+                rows = [members[k] for k in chunk]
+                width = max(len(ids_of[i]) for i in rows)
+                input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+                attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for r, i in enumerate(rows):
+                    ids = ids_of[i]
+                    input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+                    attention_mask[r, width - len(ids):] = 1
+                with torch.inference_mode(), autocast(precision, device):
+                    out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                         max_new_tokens=budget, do_sample=False, pad_token_id=pad)
+                for r, i in enumerate(rows):
+                    new = out[r, width:].tolist()
+                    if eos is not None and eos in new:  # generation of this prompt stopped there
+                        new = new[:new.index(eos) + 1]
+                    text = tokenizer.decode(new, skip_special_tokens=True)
+                    results[i] = {"text": prompts[i], "completions": [text]}
     yield from results
 
 

@@ -365,7 +365,7 @@ def fill_masks(model, tokenizer, texts: list[str], batch_size: int, precision: s
     import numpy as np
     import torch
 
-    from nlpfit.inference import autocast, batches_by_length
+    from nlpfit.inference import autocast, batches_by_length, weight_copies
 
     if not texts:  # an empty --input file
         return []
@@ -373,33 +373,34 @@ def fill_masks(model, tokenizer, texts: list[str], batch_size: int, precision: s
     mask_id, pad_id = tokenizer.mask_token_id, tokenizer.pad_token_id
     device = model.device
     results: list = [None] * len(texts)
-    for chunk in batches_by_length([len(ids) for ids in encoded], batch_size, max_padding):
-        batch = tokenizer.pad({"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt")
-        inputs = {k: v.to(device) for k, v in batch.items()}
-        ids = inputs["input_ids"]
-        inputs["labels"] = ids.masked_fill(ids != mask_id, -100)
-        with torch.inference_mode(), autocast(precision, device, model):
-            logits, _, rows = masked_logits(model, inputs)
-        values, predictions = logits.float().softmax(dim=-1).topk(top_k)
-        values, predictions, rows = values.tolist(), predictions.tolist(), rows.tolist()
-        per_row: dict[int, list] = {}
-        for k, row in enumerate(rows):
-            per_row.setdefault(row, []).append(k)
-        for r, i in enumerate(chunk):
-            tokens = np.asarray(encoded[i])
-            positions = np.flatnonzero(tokens == mask_id)
-            single = len(positions) == 1
-            result = []
-            for position, k in zip(positions, per_row[r]):
-                candidates = []
-                for v, p in zip(values[k], predictions[k]):
-                    filled = tokens.copy()
-                    filled[position] = p
-                    filled = filled[filled != pad_id]
-                    candidates.append({"score": v, "token": p, "token_str": tokenizer.decode([p]),
-                                       "sequence": tokenizer.decode(filled, skip_special_tokens=single)})
-                result.append(candidates)
-            results[i] = result[0] if single else result
+    with weight_copies(precision, model):  # bf16 copies of the linear weights, once for all batches
+        for chunk in batches_by_length([len(ids) for ids in encoded], batch_size, max_padding):
+            batch = tokenizer.pad({"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt")
+            inputs = {k: v.to(device) for k, v in batch.items()}
+            ids = inputs["input_ids"]
+            inputs["labels"] = ids.masked_fill(ids != mask_id, -100)
+            with torch.inference_mode(), autocast(precision, device):
+                logits, _, rows = masked_logits(model, inputs)
+            values, predictions = logits.float().softmax(dim=-1).topk(top_k)
+            values, predictions, rows = values.tolist(), predictions.tolist(), rows.tolist()
+            per_row: dict[int, list] = {}
+            for k, row in enumerate(rows):
+                per_row.setdefault(row, []).append(k)
+            for r, i in enumerate(chunk):
+                tokens = np.asarray(encoded[i])
+                positions = np.flatnonzero(tokens == mask_id)
+                single = len(positions) == 1
+                result = []
+                for position, k in zip(positions, per_row[r]):
+                    candidates = []
+                    for v, p in zip(values[k], predictions[k]):
+                        filled = tokens.copy()
+                        filled[position] = p
+                        filled = filled[filled != pad_id]
+                        candidates.append({"score": v, "token": p, "token_str": tokenizer.decode([p]),
+                                           "sequence": tokenizer.decode(filled, skip_special_tokens=single)})
+                    result.append(candidates)
+                results[i] = result[0] if single else result
     return results
 
 
