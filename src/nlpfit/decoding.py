@@ -3,7 +3,8 @@
 `generate(model, input_ids, attention_mask, ...)` is `model.generate(...)`, except that plain greedy
 search (`greedy_settings` says when a generation_config asks for nothing else) runs `greedy`: one
 decoder step per token, the argmax, the forced end of sequence at the limit, pad after a row's end,
-rows leaving the batch as they end.  A step is one of two things:
+rows leaving the batch as they end (generate()'s ids but for near-ties that turn on the rounding of
+matrix products of a smaller batch: see `greedy`).  A step is one of two things:
 
 - `ModelStep`: the model's own forward with its key/value cache, for any encoder-decoder.  The
   cache's self-attention layers write each new token into buffers that grow by doubling
@@ -329,9 +330,10 @@ def greedy(model, encoder_outputs, attention_mask, settings, compact: bool = Tru
 def generate(model, input_ids, attention_mask, encoder_outputs=None, **overrides):
     """`model.generate(input_ids=..., attention_mask=..., **overrides)`, from the encoder output when one
     is given (the encoder does not run again).  Plain greedy search (`greedy_settings`) runs the
-    `greedy` loop instead, with the same ids, from sources encoded in groups of similar length
-    (`length_groups`).  generate() may expand `encoder_outputs` in place for
-    beams: use it for nothing else afterwards."""
+    `greedy` loop instead, from sources encoded in groups of similar length (`length_groups`):
+    generate()'s ids, except where a near-tie between two tokens turns on the rounding of matrix
+    products of another batch size (`greedy`, `encode`).  generate() may expand `encoder_outputs` in
+    place for beams: use it for nothing else afterwards."""
     model = getattr(model, "module", model)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     # a generate() replaced on the model itself (the server's streaming wrapper) is the one to call
