@@ -198,6 +198,8 @@ class MarianStep:
         self.decoder = decoder = model.model.decoder
         self.attend = ALL_ATTENTION_FUNCTIONS.get_interface(decoder.config._attn_implementation,
                                                            eager_attention_forward)
+        # eager attention's matrix products round by memory layout: give it the cache's contiguous keys
+        self.contiguous = decoder.config._attn_implementation == "eager"
         hidden = encoder_outputs.last_hidden_state
         n = hidden.shape[0]
         self.cross = []  # per layer: the encoder output's keys and values, computed once
@@ -254,8 +256,10 @@ class MarianStep:
                 self.values[i] = value.new_empty(rows, value.shape[1], self.limit, value.shape[3])
             self.keys[i][:, :, position:position + 1] = key
             self.values[i][:, :, position:position + 1] = value
-            out = self._attention(attn, query, self.keys[i][:, :, :position + 1], self.values[i][:, :, :position + 1],
-                                  None, rows)
+            keys, values = self.keys[i][:, :, :position + 1], self.values[i][:, :, :position + 1]
+            if self.contiguous:
+                keys, values = keys.contiguous(), values.contiguous()
+            out = self._attention(attn, query, keys, values, None, rows)
             hidden = layer.self_attn_layer_norm(hidden + out)
             attn = layer.encoder_attn
             query = attn.q_proj(hidden).view(shape).transpose(1, 2)
