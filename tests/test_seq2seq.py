@@ -276,6 +276,19 @@ def _trained(tiny_models, task_name):
     return task, model, tokenizer, features["train"], raw["train"], facts
 
 
+def _plain_eval(task, model, batch, **generation):
+    """The plain way: a full forward pass for the summed loss of each example, then generate() (the encoder
+    runs twice)."""
+    import torch
+
+    logits = model(**batch).logits
+    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["labels"], ignore_index=-100,
+                                             reduction="none").sum(dim=1)
+    generated = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               max_new_tokens=task.max_new_tokens(), **generation)
+    return loss, generated
+
+
 @pytest.mark.parametrize("task_name", ["translation", "summarization"])
 @pytest.mark.parametrize("num_beams", [1, 2])
 def test_eval_step_matches_forward_then_generate(tiny_models, task_name, num_beams):
@@ -293,12 +306,7 @@ def test_eval_step_matches_forward_then_generate(tiny_models, task_name, num_bea
     batch = next(iter(DataLoader(features, batch_size=12, collate_fn=collate)))
     with torch.inference_mode():
         ours = task.eval_step(model, batch)
-        # the plain way: a full forward pass for the loss, then generate() (the encoder runs twice)
-        logits = model(**batch).logits
-        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["labels"], ignore_index=-100,
-                                                 reduction="none").sum(dim=1)
-        generated = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                   num_beams=num_beams, max_new_tokens=task.max_new_tokens())
+        loss, generated = _plain_eval(task, model, batch, num_beams=num_beams)
     assert torch.equal(ours["generated"], generated)
     assert torch.allclose(ours["loss_sum"], loss, rtol=1e-5, atol=1e-5)
     assert torch.equal(ours["n_tokens"], (batch["labels"] != -100).sum(dim=1))
@@ -760,12 +768,21 @@ def test_eval_step_on_sources_of_very_different_lengths(tiny_models):
     task, model, batch = _mixed_lengths(tiny_models)
     with torch.inference_mode():
         ours = task.eval_step(model, batch)
-        logits = model(**batch).logits
-        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["labels"], ignore_index=-100,
-                                                 reduction="none").sum(dim=1)
-        generated = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                   max_new_tokens=task.max_new_tokens())
+        loss, generated = _plain_eval(task, model, batch)
     assert torch.allclose(ours["loss_sum"], loss, rtol=1e-5, atol=1e-4)
     assert ours["generated"].shape[0] == generated.shape[0]
     same = sum(torch.equal(a[a != 0], b[b != 0]) for a, b in zip(ours["generated"], generated))
     assert same >= len(generated) - 1, (same, len(generated))
+
+
+def test_predict_beyond_the_decoders_positions_is_an_option_error(tiny_models, run_cli):
+    """A generation longer than the decoder embeds positions for would fail in the middle of decoding:
+    it is refused up front, naming the option and the limit."""
+    from transformers import AutoConfig
+
+    out = tiny_models("translation")
+    positions = AutoConfig.from_pretrained(str(out)).max_position_embeddings
+    result = run_cli("predict", out, "the red cat is here .", "--max-new-tokens", positions + 1)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert f"--max-new-tokens {positions + 1}: the model's decoder has {positions} positions" in result.err
+    assert run_cli("predict", out, "the red cat is here .", "--max-new-tokens", positions).code == 0

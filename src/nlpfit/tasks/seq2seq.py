@@ -84,6 +84,13 @@ def decode(tokenizer, rows) -> list[str]:
     return [t.strip() for t in tokenizer.batch_decode(clean, skip_special_tokens=True)]
 
 
+def decoder_positions(config) -> int | None:
+    """How many positions a model's decoder embeds (None: relative positions, no limit): generation
+    cannot go past them."""
+    decoder = getattr(config, "decoder", None) or config  # EncoderDecoderModel: its decoder's config
+    return getattr(decoder, "max_position_embeddings", None)
+
+
 def text_value(value, where: str, column: str) -> str:
     """A text field of a pair: text, or null (an empty text); anything else is an error naming `where`."""
     if value is None or isinstance(value, str):
@@ -400,6 +407,10 @@ class Seq2Seq(Task):
             kwargs["num_beams"] = popts.num_beams
         if popts.max_new_tokens:
             kwargs["max_new_tokens"] = popts.max_new_tokens
+            positions = decoder_positions(model.config)
+            if positions is not None and popts.max_new_tokens > positions:
+                raise NlpfitError(f"--max-new-tokens {popts.max_new_tokens}: the model's decoder has "
+                                  f"{positions} positions (at most --max-new-tokens {positions})")
         prefix = self.opts.source_prefix
         results: list = ["" if not t.strip() else None for t in texts]  # an empty text: an empty answer
         todo = [i for i, t in enumerate(texts) if t.strip()]
