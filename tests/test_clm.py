@@ -178,6 +178,35 @@ def test_collator_keeps_eos_labels_and_masks_padding(code_tokenizer):
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
 
 
+# ---- the model built from a config -------------------------------------------------------------------
+def test_gpt2s_gelu_in_one_kernel_is_the_same_model():
+    import copy
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from nlpfit.tasks.clm import one_kernel_gelu
+
+    config = GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=2, n_head=2)
+    torch.manual_seed(0)
+    reference = GPT2LMHeadModel(config).eval()
+    fast_config = copy.deepcopy(config)
+    one_kernel_gelu(fast_config)
+    assert fast_config.activation_function == "gelu_pytorch_tanh" and config.activation_function == "gelu_new"
+    fast = GPT2LMHeadModel(fast_config).eval()
+    fast.load_state_dict(reference.state_dict())
+    ids = torch.randint(0, 40, (3, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        x = torch.linspace(-6, 6, 1001)
+        assert not torch.equal(reference.transformer.h[0].mlp.act(x), x)  # a real activation, compared below
+        torch.testing.assert_close(fast.transformer.h[0].mlp.act(x), reference.transformer.h[0].mlp.act(x),
+                                   atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(fast(ids).logits, reference(ids).logits, atol=1e-5, rtol=1e-5)
+    relu = GPT2Config(activation_function="relu")
+    one_kernel_gelu(relu)  # any other activation is kept
+    assert relu.activation_function == "relu"
+
+
 # ---- the keytoken-weighted loss ------------------------------------------------------------------------
 def tiny_gpt2(vocab: int):
     import torch

@@ -57,6 +57,7 @@ def test_from_scratch_evaluate_predict(engine, code_dir, tmp_path, run_cli):
     config = json.loads((out / "config.json").read_text())
     assert config["vocab_size"] == 300 and config["n_layer"] == 1 and config["n_embd"] == 32
     assert config["eos_token_id"] == config["bos_token_id"] == 0  # <|endoftext|> of the trained tokenizer
+    assert config["activation_function"] == "gelu_pytorch_tanh"  # GPT-2's gelu_new, in one kernel
     metrics = json.loads((out / "metrics.json").read_text())
     ev = metrics["eval"]
     assert ev["perplexity"] == pytest.approx(math.exp(ev["loss"]))

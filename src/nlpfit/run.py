@@ -15,6 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from nlpfit import NlpfitError, __version__
+from nlpfit.allocator import keep_freed_memory
 from nlpfit.config import FLAGS, EvaluateOptions, RunConfig, Where, check, save_json
 from nlpfit.log import info, warn
 
@@ -184,6 +185,7 @@ def train(cfg: RunConfig, *, where: Where = FLAGS, on_evaluate=None) -> dict:
     evaluation with its flat metrics; it returns whether to stop training there (the sweep's pruning)."""
     check(cfg, where)
     check_tracking(cfg)
+    keep_freed_memory()
     from accelerate import PartialState
 
     from nlpfit.engines import get_engine
@@ -351,6 +353,7 @@ def evaluate(out_dir: str, data: list[str] | None, split: str, batch_size: int |
     from nlpfit.models import check_model_folder
 
     check(EvaluateOptions(data=list(data or []), split=split, batch_size=batch_size, precision=precision), where)
+    keep_freed_memory()
     cfg, _ = load_run(out_dir)
     check_model_folder(out_dir)  # a damaged folder is reported before any data is read
     changes: dict = {}
@@ -401,4 +404,5 @@ def predict(out_dir: str, inputs: list, popts_values: dict, *, where: Where = FL
     popts = predict_options(task, popts_values, where)  # the options first, then the folder's files, the inputs
     check_model_folder(out_dir)
     task.check_inputs(out_dir, inputs, popts)
+    keep_freed_memory()
     return task.predict_with(task.load_predictor(out_dir), inputs, popts)

@@ -125,8 +125,10 @@ def make_server(out_dir: str, host: str = "127.0.0.1", port: int = 8000, default
 def serve(out_dir: str, host: str, port: int, defaults: dict | None = None, max_wait_ms: float = 5.0,
           max_batch_inputs: int = 256, max_request_inputs: int = 1024, api_key: str | None = None,
           access_log: bool = True) -> None:
+    from nlpfit.allocator import keep_freed_memory
     from nlpfit.log import info, warn
 
+    keep_freed_memory()
     server = make_server(out_dir, host, port, defaults, quiet=not access_log, max_wait_ms=max_wait_ms,
                          max_batch_inputs=max_batch_inputs, max_request_inputs=max_request_inputs, api_key=api_key)
     if not api_key and host not in ("127.0.0.1", "localhost", "::1"):

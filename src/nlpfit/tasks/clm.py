@@ -373,6 +373,15 @@ def greedy_completions(model, tokenizer, prompts: list[str], budgets: list[int],
     yield from results
 
 
+def one_kernel_gelu(config) -> None:
+    """GPT-2's activation, gelu_new (the tanh approximation of GELU written as a chain of eight
+    elementwise operations, each a pass over the MLP's [tokens, 4 x hidden] activations forward and
+    back), as transformers' gelu_pytorch_tanh: the same function in one kernel, equal up to rounding.  Only for
+    models built here from a config; a trained model keeps the activation it was trained with."""
+    if getattr(config, "activation_function", None) == "gelu_new":
+        config.activation_function = "gelu_pytorch_tanh"
+
+
 def _temp_cache() -> str:
     path = tempfile.mkdtemp(prefix="nlpfit-clm-")
     atexit.register(shutil.rmtree, path, True)
@@ -578,6 +587,7 @@ class CausalLM(Task):
         for attr in ("intermediate_size",):  # architectures with an explicit MLP width follow the hidden size
             if (o.n_embd and getattr(config, attr, None)) and config.model_type != "gpt2":
                 setattr(config, attr, 4 * config.hidden_size)
+        one_kernel_gelu(config)
         limit = self._max_positions(config)
         if limit and limit < o.context_length:
             config.max_position_embeddings = o.context_length
