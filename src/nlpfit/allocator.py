@@ -17,6 +17,7 @@ NLPFIT_SYSTEM_MALLOC=1, or preloads another allocator (LD_PRELOAD).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -29,19 +30,11 @@ TRIM_THRESHOLD = (1 << 31) - 1
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX",
                  "LD_PRELOAD")
 
-_done: list[bool] = []
 
-
+@functools.cache
 def keep_freed_memory() -> bool:
     """Set glibc's mmap and trim thresholds so freed blocks are reused (once per process); whether
     they are set now."""
-    if _done:
-        return _done[0]
-    _done.append(_set_thresholds())
-    return _done[0]
-
-
-def _set_thresholds() -> bool:
     if not sys.platform.startswith("linux") or os.environ.get("NLPFIT_SYSTEM_MALLOC") == "1":
         return False
     if any(os.environ.get(name) for name in USER_SETTINGS):
