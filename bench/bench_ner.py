@@ -3,14 +3,15 @@
 1. Training, one epoch on the offline default (packaged MiniLM, WNUT-16 80% train split):
    the course's plain recipe (Trainer, random order, DataCollatorForTokenClassification, lr 5e-5,
    batch 16) versus `nlpfit train ner` on the accelerate engine (its default recipe, length-grouped
-   batches).  Evaluation time is not counted for either.
+   batches).  Both are timed over the steps after the first (common.StepClock, common.nlpfit_steady);
+   evaluation time is not counted for either.
 2. Prediction on the held-out sentences with one trained model (loading timed apart): the plain
    `pipeline("token-classification")` called on each text, as the course does, versus
    `nlpfit predict` (texts sorted by length, batched, inference mode; fp32 and bf16), with the
    share of texts whose entities (type, start, end) equal the plain pipeline's. Each predictor
    runs --repeat times (default 3) and its best time counts, the same rule for all.
 
-Prints real (non-padding) tokens per second, sentences per second and the ratios.
+Prints real (non-padding) tokens per second (and sentences per second in prediction) and the ratios.
 
     .venv/bin/python bench/bench_ner.py            # full run (~4 minutes on 2 cores)
     .venv/bin/python bench/bench_ner.py --quick    # 400 training sentences, 200 texts
@@ -27,6 +28,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+
+from common import StepClock, best_of, nlpfit_steady  # noqa: E402
 
 
 def default_data(max_train: int):
@@ -74,6 +77,7 @@ def plain_trainer_epoch(model_path: str, raw, labels: list[str], out: str) -> di
     train = raw["train"].map(tokenize_and_align_labels, batched=True, remove_columns=raw["train"].column_names)
     collator = DataCollatorForTokenClassification(tokenizer=tokenizer)
     padded = [0]
+    clock = StepClock()  # the bench's: real tokens of each batch, end of each step
 
     def counting_collator(features):
         batch = collator(features)
@@ -85,43 +89,30 @@ def plain_trainer_epoch(model_path: str, raw, labels: list[str], out: str) -> di
     args = TrainingArguments(out, learning_rate=5e-5, num_train_epochs=1, per_device_train_batch_size=16,
                              weight_decay=0.01, eval_strategy="no", save_strategy="no", report_to="none",
                              disable_tqdm=True, seed=42)
-    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=counting_collator,
-                      processing_class=tokenizer)
-    start = time.perf_counter()
+    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=clock.counting(counting_collator),
+                      processing_class=tokenizer, callbacks=[clock.callback()])
     trainer.train()
-    seconds = time.perf_counter() - start
     real = sum(len(x) for x in train["input_ids"])
-    return {"seconds": seconds, "tokens": real, "sentences": len(train), "padding": 1 - real / padded[0]}
+    return {**clock.steady(), "padding": 1 - real / padded[0]}
 
 
 def nlpfit_epoch(out: str, max_train: int, precision: str = "no") -> dict:
-    """`nlpfit train ner --epochs 1` with the default recipe, in a child process (one precision each)."""
+    """`nlpfit train ner --epochs 1` with the default recipe, in a child process (one precision each), a log
+    line per step."""
     import json
     import subprocess
     import sys
     from pathlib import Path
 
     cmd = [sys.executable, "-m", "nlpfit", "train", "ner", "--output", out, "--epochs", "1", "--overwrite",
-           "--max-train-samples", str(max_train), "--mixed-precision", precision]
+           "--max-train-samples", str(max_train), "--mixed-precision", precision, "--logging-steps", "1"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = json.loads((Path(out) / "metrics.json").read_text())
-    m = metrics["train"]
-    return {"seconds": m["runtime_s"], "tokens": m["tokens_per_second"] * m["runtime_s"],
-            "sentences": m["samples_per_second"] * m["runtime_s"], "f1": metrics["eval"]["f1"]}
+    return {**nlpfit_steady(metrics), "f1": metrics["eval"]["f1"]}
 
 
 def entity_keys(entities: list[dict]) -> list[tuple]:
     return [(e.get("entity_group"), e["start"], e["end"]) for e in entities]
-
-
-def best_of(repeat: int, fn):
-    """Best wall time of `repeat` runs (timeit's rule: the minimum is the least disturbed run) and the result."""
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def predict_all(model_dir: str, texts: list[str], repeat: int) -> list[dict]:
@@ -176,15 +167,15 @@ def main() -> None:
         ours = nlpfit_epoch(f"{tmp}/ours", max_train)
         ours_bf16 = nlpfit_epoch(f"{tmp}/ours-bf16", max_train, "bf16")
         p_plain, p_ours, p_bf16 = predict_all(f"{tmp}/ours", texts, args.repeat)
-    speed = lambda r: r["tokens"] / r["seconds"]  # noqa: E731
     print()
-    print("| one epoch of training | real tokens/s | sentences/s | seconds | ratio | validation F1 |")
-    print("|---|---|---|---|---|---|")
-    print(row("transformers Trainer, course recipe (random order)", plain) + " 1.00x | |")
-    print(row("nlpfit, accelerate engine (length-grouped, fused AdamW)", ours)
-          + f" **{speed(ours) / speed(plain):.2f}x** | {ours['f1']:.3f} |")
-    print(row("nlpfit, same with --mixed-precision bf16", ours_bf16)
-          + f" **{speed(ours_bf16) / speed(plain):.2f}x** | {ours_bf16['f1']:.3f} |")
+    print("| one epoch of training (steps after the first) | real tokens/s | seconds | ratio | validation F1 |")
+    print("|---|---|---|---|---|")
+    print(f"| transformers Trainer, course recipe (random order) | {plain['rate']:,.0f} | {plain['seconds']:.1f} | "
+          "1.00x | |")
+    for name, r in (("nlpfit, accelerate engine (length-grouped, fused AdamW)", ours),
+                    ("nlpfit, same with --mixed-precision bf16", ours_bf16)):
+        print(f"| {name} | {r['rate']:,.0f} | {r['seconds']:.1f} | **{r['rate'] / plain['rate']:.2f}x** | "
+              f"{r['f1']:.3f} |")
     print(f"\npadding in the plain recipe's batches: {plain['padding']:.1%}")
     print()
     print("| prediction (inference; model loading apart) | real tokens/s | sentences/s | seconds | ratio "

@@ -2,9 +2,11 @@
 the one table `bench_tasks.py` prints.
 
 Rules, the same for every task: one process tree on one machine; the plain transformers recipe and
-nlpfit run on the same model and data; each timed stage runs `repeat` times and its best time
-counts (timeit's rule: the least disturbed run); model loading is timed apart; speeds are compared
-as ratios to the plain recipe of the same stage, with the quality figure beside each speed.
+nlpfit run on the same model and data; each timed evaluation or prediction stage runs `repeat` times
+and its best time counts (timeit's rule: the least disturbed run); model loading is timed apart;
+training speed is the steady rate after the first step, on both sides (`StepClock`,
+`nlpfit_steady`); speeds are compared as ratios to the plain recipe of the same stage, with the
+quality figure beside each speed.
 """
 
 from __future__ import annotations
@@ -53,6 +55,66 @@ def timed(fn):
     start = time.perf_counter()
     result = fn()
     return time.perf_counter() - start, result
+
+
+# ---- training speed: the steps after the first, the same way on both sides --------------------------
+# A run's first optimizer step pays one-time costs (kernels set up for its shapes, memory touched for the
+# first time), which weigh heavily in a run of a few dozen steps, and more in the first recipe this
+# process runs than in later ones; a Trainer's train() also sets itself up inside the call.  Training speed
+# is therefore the real (non-padding) tokens of steps 2..N over the time from the end of step 1 to the
+# end of step N: for the plain recipe from its batches and step ends (`StepClock`), for nlpfit from its
+# log lines, one per step (`nlpfit_steady`).
+class StepClock:
+    """The real tokens of each batch a Trainer's loader makes (`counting` wraps its data collator; batches
+    are made in the order the steps take them) and the end time of each optimizer step (`callback`).
+    One micro-batch per step: the bench's recipes accumulate no gradients."""
+
+    def __init__(self):
+        self.tokens: list[int] = []
+        self.ends: list[float] = []
+
+    def counting(self, collate):
+        def collate_and_count(features):
+            batch = collate(features)
+            mask = batch.get("attention_mask")
+            self.tokens.append(int(mask.sum()) if mask is not None else batch["input_ids"].numel())
+            return batch
+
+        return collate_and_count
+
+    def callback(self):
+        import torch
+        from transformers import TrainerCallback
+
+        ends = self.ends
+
+        class StepEnds(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                ends.append(time.perf_counter())
+
+        return StepEnds()
+
+    def steady(self) -> dict:
+        """{"rate": real tokens/s, "tokens", "seconds"} over steps 2..N."""
+        steps = len(self.ends)
+        if steps < 2 or len(self.tokens) < steps:
+            raise RuntimeError(f"StepClock: {steps} steps timed, {len(self.tokens)} batches counted")
+        tokens, seconds = sum(self.tokens[1:steps]), self.ends[-1] - self.ends[0]
+        return {"rate": tokens / seconds, "tokens": tokens, "seconds": seconds}
+
+
+def nlpfit_steady(metrics: dict) -> dict:
+    """The same figures for an `nlpfit train ... --logging-steps 1` run, from metrics.json's log: each
+    line's tokens (`tokens_seen` less the line before's) over its seconds (tokens / `tokens_per_second`)."""
+    log = metrics["log"]
+    if [e["step"] for e in log] != list(range(1, len(log) + 1)) or len(log) < 2:
+        raise RuntimeError("nlpfit_steady needs one log line per step (--logging-steps 1) and two steps or more")
+    seen = [0] + [e["tokens_seen"] for e in log]
+    tokens = [b - a for a, b in zip(seen, seen[1:])]
+    seconds = sum(t / e["tokens_per_second"] for t, e in zip(tokens[1:], log[1:]))
+    return {"rate": sum(tokens[1:]) / seconds, "tokens": sum(tokens[1:]), "seconds": seconds}
 
 
 def nlpfit(*args: str, quiet: bool = True) -> subprocess.CompletedProcess:

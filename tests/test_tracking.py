@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-LOG_KEYS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_second"]
+LOG_KEYS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_second", "tokens_seen"]
 
 
 @pytest.fixture
@@ -52,6 +52,11 @@ def test_both_engines_write_the_same_scalars_and_log_lines(tiny_bert, ner_data, 
         log = metrics["log"]
         assert [list(e) for e in log] == [LOG_KEYS] * 3 and [e["step"] for e in log] == [2, 4, 6]
         assert all(e["loss"] > 0 and e["grad_norm"] > 0 and e["tokens_per_second"] > 0 for e in log)
+        seen = [e["tokens_seen"] for e in log]  # real tokens so far: growing, the run's total at its end
+        assert 0 < seen[0] < seen[1] < seen[2]
+        train = metrics["train"]  # the run's tokens/s times its runtime, both rounded (runtime_s to 10 ms)
+        assert seen[2] == pytest.approx(train["tokens_per_second"] * train["runtime_s"],
+                                        abs=train["tokens_per_second"] * 0.006)
         tags = scalars(out / "runs" / engine)  # OUT/runs/<OUT's name>/
         assert [s for s, _ in tags["train/loss"]] == [2, 4, 6]
         assert [v for _, v in tags["train/loss"]] == pytest.approx([e["loss"] for e in log], rel=1e-5)
@@ -60,7 +65,8 @@ def test_both_engines_write_the_same_scalars_and_log_lines(tiny_bert, ner_data, 
         assert [v for _, v in tags["eval/f1"]] == pytest.approx([h["eval"]["f1"] for h in metrics["history"]])
         written[engine] = set(tags)
     assert written["accelerate"] == written["trainer"] == {
-        "train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_second", "train/epoch",
+        "train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_second", "train/tokens_seen",
+        "train/epoch",
         "eval/loss", "eval/precision", "eval/recall", "eval/f1", "eval/accuracy"}
 
 

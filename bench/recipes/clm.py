@@ -36,10 +36,9 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
-from common import Row, best_of, device_precisions, nlpfit_train
+from common import Row, StepClock, best_of, device_precisions, nlpfit_steady, nlpfit_train
 
 CONTEXT = 128
 MODEL = {"n_layer": 4, "n_embd": 256, "n_head": 4}
@@ -115,19 +114,20 @@ def plain_training(tokenizer_dir: str, raw, out: str, steps: int, batch_size: in
     model = plain_model(tokenizer)
     tokenizer.pad_token = tokenizer.eos_token
     data_collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    clock = StepClock()  # the bench's: real tokens of each batch, end of each step
     args = TrainingArguments(out, per_device_train_batch_size=batch_size, per_device_eval_batch_size=32,
                              eval_strategy="no", logging_steps=steps, gradient_accumulation_steps=1, max_steps=steps,
                              weight_decay=0.1, warmup_steps=round(0.05 * steps), lr_scheduler_type="cosine",
                              learning_rate=5e-4, save_strategy="no", bf16=bf16, report_to="none", disable_tqdm=True,
                              seed=42, use_cpu=not torch.cuda.is_available())  # bf16 on a CPU needs use_cpu
-    trainer = Trainer(model=model, processing_class=tokenizer, args=args, data_collator=data_collator,
-                      train_dataset=tokenized_datasets["train"], eval_dataset=tokenized_datasets["validation"])
-    start = time.perf_counter()
+    trainer = Trainer(model=model, processing_class=tokenizer, args=args, data_collator=clock.counting(data_collator),
+                      train_dataset=tokenized_datasets["train"], eval_dataset=tokenized_datasets["validation"],
+                      callbacks=[clock.callback()])
     train = trainer.train()
-    seconds = time.perf_counter() - start
+    trainer.data_collator = data_collator
     eval_loss = trainer.evaluate()["eval_loss"]
-    return {"seconds": seconds, "tokens": steps * batch_size * CONTEXT, "train_loss": train.training_loss * PER_TOKEN,
-            "eval_loss": eval_loss * PER_TOKEN, "trainer": trainer}
+    return {**clock.steady(), "train_loss": train.training_loss * PER_TOKEN, "eval_loss": eval_loss * PER_TOKEN,
+            "trainer": trainer}
 
 
 def quality(eval_loss: float, train_loss: float) -> str:
@@ -142,7 +142,7 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
     for precision in precisions:
         plain = plain_training(tokenizer_dir, raw, str(tmp / f"plain-{precision}"), s["steps"], s["batch"],
                                precision == "bf16")
-        plain_rate[precision] = plain["tokens"] / plain["seconds"]
+        plain_rate[precision] = plain["rate"]
         rows.append(Row("clm", "training", "Trainer, course recipe" + (" bf16=True" if precision != "no" else ""),
                         plain_rate[precision], "real tokens/s", quality(plain["eval_loss"], plain["train_loss"]),
                         plain["seconds"]))
@@ -153,12 +153,12 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
                          "--n-layer", MODEL["n_layer"], "--n-embd", MODEL["n_embd"], "--n-head", MODEL["n_head"],
                          "--context-length", CONTEXT, "--max-steps", s["steps"], "--batch-size", s["batch"],
                          "--lr", "5e-4", "--weight-decay", "0.1", "--scheduler", "cosine", "--warmup-ratio", "0.05",
-                         "--eval-batch-size", 32, "--logging-steps", s["steps"], "--mixed-precision", precision)
-        t = m["train"]
-        rate = t["tokens_per_second"]
+                         "--eval-batch-size", 32, "--logging-steps", 1, "--mixed-precision", precision)
+        t, steady = m["train"], nlpfit_steady(m)
+        rate = steady["rate"]
         rows.append(Row("clm", "training", "nlpfit train" + (f" --mixed-precision {precision}" if precision != "no"
                                                              else ""), rate, "real tokens/s",
-                        quality(m["eval"]["loss"], t["loss"]), t["runtime_s"],
+                        quality(m["eval"]["loss"], t["loss"]), steady["seconds"],
                         f"{rate / plain_rate[precision]:.2f}x the Trainer in {precision if precision != 'no' else 'fp32'}"))
     rows += evaluation_rows(trainer, raw, tmp / "ours-no", repeat)
     rows += generation_rows(task, raw, tmp / "ours-no", s["prompts"], repeat)

@@ -26,16 +26,15 @@ figure is the share of texts whose top-5 tokens are the plain pipeline's, in ord
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
-from common import Row, best_of, device_precisions, nlpfit_train
+from common import Row, StepClock, best_of, device_precisions, nlpfit_steady, nlpfit_train
 
 CHUNK = 128
 
 
 def settings(quick: bool) -> dict:
-    return {"steps": 4, "batch": 8, "eval_blocks": 16, "texts": 24} if quick else \
+    return {"steps": 12, "batch": 8, "eval_blocks": 16, "texts": 24} if quick else \
         {"steps": 24, "batch": 16, "eval_blocks": 128, "texts": 150}
 
 
@@ -98,20 +97,20 @@ def plain_training(model_path: str, raw, eval_blocks, out: str, steps: int, batc
     tokenized_datasets = raw["train"].map(tokenize_function, batched=True, remove_columns=["text"])
     lm_dataset = tokenized_datasets.map(group_texts, batched=True)
     data_collator = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm_probability=0.15)
+    clock = StepClock()  # the bench's: real tokens of each batch, end of each step
     eval_dataset = eval_blocks.remove_columns([c for c in eval_blocks.column_names if c == "word_ids"])
     training_args = TrainingArguments(out, eval_strategy="no", learning_rate=2e-5, weight_decay=0.01,
                                       per_device_train_batch_size=batch_size, per_device_eval_batch_size=32,
                                       max_steps=steps, bf16=bf16, logging_steps=steps, save_strategy="no",
                                       report_to="none", disable_tqdm=True, seed=42,
                                       use_cpu=not torch.cuda.is_available())  # bf16 on a CPU needs use_cpu
-    trainer = Trainer(model=model, args=training_args, train_dataset=lm_dataset, data_collator=data_collator,
-                      processing_class=tokenizer)
-    start = time.perf_counter()
+    trainer = Trainer(model=model, args=training_args, train_dataset=lm_dataset,
+                      data_collator=clock.counting(data_collator), processing_class=tokenizer,
+                      callbacks=[clock.callback()])
     train = trainer.train()
-    seconds = time.perf_counter() - start
     trainer.data_collator = default_data_collator  # the evaluation blocks are masked already (insert_random_mask)
     eval_results = trainer.evaluate(eval_dataset)
-    return {"seconds": seconds, "tokens": steps * batch_size * CHUNK, "train_loss": train.training_loss,
+    return {**clock.steady(), "train_loss": train.training_loss,
             "eval_loss": eval_results["eval_loss"], "trainer": trainer}
 
 
@@ -130,7 +129,7 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
     for precision in ["no", *device_precisions()]:
         plain = plain_training(path, raw, eval_blocks, str(tmp / f"plain-{precision}"), s["steps"], s["batch"],
                                precision == "bf16")
-        plain_rate[precision] = plain["tokens"] / plain["seconds"]
+        plain_rate[precision] = plain["rate"]
         rows.append(Row("mlm", "training", "Trainer, course recipe" + (" bf16=True" if precision != "no" else ""),
                         plain_rate[precision], "real tokens/s", quality(plain["eval_loss"], plain["train_loss"]),
                         plain["seconds"]))
@@ -139,12 +138,12 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
         out = tmp / f"ours-{precision}"
         m = nlpfit_train("mlm", out, "--max-steps", s["steps"], "--batch-size", s["batch"], "--lr", "2e-5",
                          "--weight-decay", "0.01", "--test-size", s["eval_blocks"], "--eval-batch-size", 32,
-                         "--no-eval-before", "--logging-steps", s["steps"], "--mixed-precision", precision)
-        t = m["train"]
-        rate = t["tokens_per_second"]
+                         "--no-eval-before", "--logging-steps", 1, "--mixed-precision", precision)
+        t, steady = m["train"], nlpfit_steady(m)
+        rate = steady["rate"]
         rows.append(Row("mlm", "training", "nlpfit train" + (f" --mixed-precision {precision}" if precision != "no"
                                                              else ""), rate, "real tokens/s",
-                        quality(m["eval"]["loss"], t["loss"]), t["runtime_s"],
+                        quality(m["eval"]["loss"], t["loss"]), steady["seconds"],
                         f"{rate / plain_rate[precision]:.2f}x the Trainer in {precision if precision != 'no' else 'fp32'}"))
     rows += evaluation_rows(task, trainer, tmp / "ours-no", eval_blocks, repeat)
     rows += prediction_rows(task, raw, tmp / "ours-no", s["texts"], repeat)

@@ -20,14 +20,13 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
     if quick:
         texts = texts[:200]
     plain = b.plain_trainer_epoch(packaged_minilm(), raw, list(facts.labels), str(tmp / "plain"))
-    rows = [Row("ner", "training", "Trainer, course recipe (random order)", plain["tokens"] / plain["seconds"],
-                "real tokens/s", seconds=plain["seconds"])]
+    rows = [Row("ner", "training", "Trainer, course recipe (random order)", plain["rate"], "real tokens/s",
+                seconds=plain["seconds"])]
     for precision in ["no", *device_precisions()]:
         ours = b.nlpfit_epoch(str(tmp / f"ours-{precision}"), max_train, precision)
         rows.append(Row("ner", "training", "nlpfit train" + (f" --mixed-precision {precision}" if precision != "no"
                                                              else ""),
-                        ours["tokens"] / ours["seconds"], "real tokens/s", f"val F1 {ours['f1']:.3f}",
-                        ours["seconds"]))
+                        ours["rate"], "real tokens/s", f"val F1 {ours['f1']:.3f}", ours["seconds"]))
     p_plain, p_ours, p_bf16 = b.predict_all(str(tmp / "ours-no"), texts, repeat)
     rows.append(Row("ner", "prediction", "pipeline(\"token-classification\"), one text per call",
                     p_plain["sentences"] / p_plain["seconds"], "texts/s", seconds=p_plain["seconds"]))

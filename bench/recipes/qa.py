@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import Row, best_of, device_precisions, nlpfit_train, timed
+from common import Row, StepClock, best_of, device_precisions, nlpfit_steady, nlpfit_train, timed
 
 n_best = 20
 max_answer_length = 30
@@ -54,7 +54,7 @@ def train_model(quick: bool, tmp: Path, precision: str = "no") -> tuple[Path, di
     s = train_settings(quick)
     out = tmp / ("model" if precision == "no" else f"model-{precision}")
     metrics = nlpfit_train("qa", out, "--max-steps", str(s["steps"]), "--batch-size", str(s["batch"]),
-                           "--lr", str(s["lr"]), "--mixed-precision", precision)
+                           "--lr", str(s["lr"]), "--mixed-precision", precision, "--logging-steps", "1")
     return out, metrics
 
 
@@ -117,8 +117,8 @@ def course_preprocess_training(tokenizer, max_length=max_length, stride=stride):
 def plain_training(quick: bool, raw, tmp: Path, bf16: bool = False) -> dict:
     """The course's training: preprocess_training_examples (windows padded to 384), the Trainer with
     its default collator, the same steps, batch and learning rate as nlpfit's run; real (non-padding)
-    tokens counted from the batches' attention masks.  Returns seconds, tokens and the trained model."""
-    import time
+    tokens counted from the batches' attention masks (`StepClock`).  Returns the steady rate, tokens and
+    seconds, and the trained model."""
 
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer, Trainer, TrainingArguments
     from transformers import default_data_collator
@@ -130,24 +130,18 @@ def plain_training(quick: bool, raw, tmp: Path, bf16: bool = False) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(path)
     train_dataset = raw["train"].map(course_preprocess_training(tokenizer), batched=True,
                                      remove_columns=raw["train"].column_names)
-    real = [0]
-
-    def counting_collator(features):
-        batch = default_data_collator(features)
-        real[0] += int(batch["attention_mask"].sum())
-        return batch
+    clock = StepClock()  # the bench's: real tokens of each batch, end of each step
 
     model = AutoModelForQuestionAnswering.from_pretrained(path)
     args = TrainingArguments(str(tmp / ("plain-train-bf16" if bf16 else "plain-train")), learning_rate=s["lr"],
                              max_steps=s["steps"], per_device_train_batch_size=s["batch"], weight_decay=0.01,
                              eval_strategy="no", save_strategy="no", report_to=[], disable_tqdm=True, seed=42,
                              bf16=bf16, use_cpu=not __import__("torch").cuda.is_available())
-    trainer = Trainer(model=model, args=args, train_dataset=train_dataset, data_collator=counting_collator,
-                      processing_class=tokenizer)
-    start = time.perf_counter()
+    trainer = Trainer(model=model, args=args, train_dataset=train_dataset,
+                      data_collator=clock.counting(default_data_collator), processing_class=tokenizer,
+                      callbacks=[clock.callback()])
     trainer.train()
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "tokens": real[0], "model": model.eval(), "tokenizer": tokenizer}
+    return {**clock.steady(), "model": model.eval(), "tokenizer": tokenizer}
 
 
 def course_preprocess(tokenizer, max_length=max_length, stride=stride):
@@ -288,14 +282,14 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
     plain = plain_training(quick, raw, tmp)
     plain_metrics = plain_evaluation(plain["model"], plain["tokenizer"], validation, bs, tmp)()[0]
     rows.append(Row("qa", "training", "Trainer, course recipe (windows padded to 384)",
-                    plain["tokens"] / plain["seconds"], "real tokens/s", "val " + quality(plain_metrics),
+                    plain["rate"], "real tokens/s", "val " + quality(plain_metrics),
                     plain["seconds"], f"{train_settings(quick)['steps']} steps"))
     for precision in ["no", *device_precisions()]:
         m = metrics if precision == "no" else train_model(quick, tmp, precision)[1]
         rows.append(Row("qa", "training", "nlpfit train qa" + (f" --mixed-precision {precision}"
                                                              if precision != "no" else ""),
-                        m["train"]["tokens_per_second"], "real tokens/s", "val " + quality(m["eval"]),
-                        m["train"]["runtime_s"]))
+                        nlpfit_steady(m)["rate"], "real tokens/s", "val " + quality(m["eval"]),
+                        nlpfit_steady(m)["seconds"]))
 
     # evaluation: the whole of it, model loading apart
     seconds, (metrics, plain_pred, *_) = best_of(repeat, plain_evaluation(model, tokenizer, validation, bs, tmp))

@@ -26,12 +26,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from common import Row, best_of, device_precisions, nlpfit_train
+from common import Row, StepClock, best_of, device_precisions, nlpfit_steady, nlpfit_train
 
 
 def train(task_name: str, out: Path, steps: int, *args: str) -> dict:
-    """`nlpfit train TASK` on its offline default (the from-scratch Marian-style model), `steps` steps."""
-    return nlpfit_train(task_name, out, "--max-steps", str(steps), "--max-eval-samples", "16", *args)
+    """`nlpfit train TASK` on its offline default (the from-scratch Marian-style model), `steps` steps, a
+    log line each (`nlpfit_steady`)."""
+    return nlpfit_train(task_name, out, "--max-steps", str(steps), "--max-eval-samples", "16", "--logging-steps", "1",
+                        *args)
 
 
 def load(out: Path, limit: int):
@@ -107,7 +109,7 @@ def plain_training(out: Path, train_split, tmp: Path, bf16: bool = False) -> dic
     """The course's training: its preprocess_function over the run's training pairs, a model of the
     run's architecture initialised afresh (seed 42) with the run's tokenizer, DataCollatorForSeq2Seq,
     Seq2SeqTrainer.train() with the run's steps, batch size, learning rate, warmup and weight decay.
-    Real (non-padding) source tokens are counted from the batches, as nlpfit counts them."""
+    Real (non-padding) source tokens are counted from the batches, as nlpfit counts them (`StepClock`)."""
     from transformers import (AutoConfig, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainer,
                               Seq2SeqTrainingArguments, set_seed)
 
@@ -127,24 +129,17 @@ def plain_training(out: Path, train_split, tmp: Path, bf16: bool = False) -> dic
     set_seed(42)
     model = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(str(out)))
     collator = DataCollatorForSeq2Seq(tokenizer, model=model)
-    real = [0]
-
-    def counting_collator(features):
-        batch = collator(features)
-        real[0] += int(batch["attention_mask"].sum())
-        return batch
+    clock = StepClock()  # the bench's: real tokens of each batch, end of each step
 
     args = Seq2SeqTrainingArguments(str(tmp / ("plain-train-bf16" if bf16 else "plain-train")), learning_rate=cfg.lr,
                                     max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
                                     warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
                                     eval_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True,
                                     seed=42, bf16=bf16, use_cpu=not _cuda())
-    trainer = Seq2SeqTrainer(model, args, train_dataset=tokenized, data_collator=counting_collator,
-                             processing_class=tokenizer)
-    start = time.perf_counter()
+    trainer = Seq2SeqTrainer(model, args, train_dataset=tokenized, data_collator=clock.counting(collator),
+                             processing_class=tokenizer, callbacks=[clock.callback()])
     result = trainer.train()
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "tokens": real[0], "loss": result.training_loss}
+    return {**clock.steady(), "loss": result.training_loss}
 
 
 def training_rows(name: str, out: Path, metrics: dict, steps: int, train_args: tuple, tmp: Path) -> list[Row]:
@@ -157,7 +152,7 @@ def training_rows(name: str, out: Path, metrics: dict, steps: int, train_args: t
     task = make_task(cfg)
     raw, _ = task.load_data(trained=task.trained_facts(str(out)))
     plain = plain_training(out, raw["train"], tmp)
-    rows = [Row(name, "training", "Seq2SeqTrainer, course recipe (random order)", plain["tokens"] / plain["seconds"],
+    rows = [Row(name, "training", "Seq2SeqTrainer, course recipe (random order)", plain["rate"],
                 "real tokens/s", f"train loss {plain['loss']:.3f}", plain["seconds"], f"{steps} steps")]
     runs = [("no", metrics)]
     for precision in device_precisions():
@@ -166,8 +161,8 @@ def training_rows(name: str, out: Path, metrics: dict, steps: int, train_args: t
     for precision, m in runs:
         rows.append(Row(name, "training", "nlpfit train" + (f" --mixed-precision {precision}" if precision != "no"
                                                           else ""),
-                        m["train"]["tokens_per_second"], "real tokens/s", f"train loss {m['train']['loss']:.3f}",
-                        m["train"]["runtime_s"]))
+                        nlpfit_steady(m)["rate"], "real tokens/s", f"train loss {m['train']['loss']:.3f}",
+                        nlpfit_steady(m)["seconds"]))
     return rows
 
 

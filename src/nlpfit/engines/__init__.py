@@ -31,7 +31,8 @@ class TrainResult:
     eval: dict = field(default_factory=dict)
     #: one entry per evaluation: epoch, step, train_loss, eval (flat metrics)
     history: list = field(default_factory=list)
-    #: one entry per --logging-steps: step, epoch, loss, learning_rate, grad_norm, tokens_per_second
+    #: one entry per --logging-steps: step, epoch, loss, learning_rate, grad_norm, tokens_per_second,
+    #: tokens_seen (real tokens trained on since the run began)
     log: list = field(default_factory=list)
     #: predictions of the last evaluation (`Evaluation.predictions`)
     predictions: Any = None

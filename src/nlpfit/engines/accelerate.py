@@ -166,7 +166,7 @@ def train(task, cfg, model, tokenizer, features, raw, facts, checkpoint_dir: Pat
                 window = totals.take_window(step)
                 entry = {"step": step, "epoch": epoch_now(), "loss": window["loss"], "learning_rate": lr,
                          "grad_norm": None if grad_norm is None else float(grad_norm),
-                         "tokens_per_second": window["tokens_per_second"]}
+                         "tokens_per_second": window["tokens_per_second"], "tokens_seen": window["tokens_seen"]}
                 log.append(entry)
                 accelerator.log(tracking.train_scalars(entry), step=step)
                 progress.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{lr:.2e}",

@@ -190,11 +190,12 @@ class RunTotals:
         self._examples = 0
 
     def take_window(self, step: int) -> dict:
-        """Mean loss and tokens per second since the last log line (then a new window starts at `step`);
-        call after `sync`."""
+        """Mean loss and tokens per second since the last log line, and the real tokens trained on since
+        the run began (then a new window starts at `step`); call after `sync`."""
         steps = max(step - self.window_from, 1)
         out = {"loss": self.window_loss / steps,
-               "tokens_per_second": round(self.window_tokens / self.window_seconds, 1) if self.window_seconds else None}
+               "tokens_per_second": round(self.window_tokens / self.window_seconds, 1) if self.window_seconds else None,
+               "tokens_seen": self.tokens}
         self.window_loss, self.window_tokens, self.window_seconds, self.window_from = 0.0, 0, 0.0, step
         return out
 

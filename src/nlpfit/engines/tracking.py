@@ -1,7 +1,7 @@
 """`--report-to`: the trackers both engines send a run's figures to, under the same names.
 
 Every `--logging-steps N` optimizer steps: `train/loss`, `train/learning_rate`, `train/grad_norm`,
-`train/tokens_per_second` and `train/epoch`; at every evaluation `eval/<metric>` and `train/epoch`.
+`train/tokens_per_second`, `train/tokens_seen` and `train/epoch`; at every evaluation `eval/<metric>` and `train/epoch`.
 These are the names Trainer's integrations write (they turn `loss` into `train/loss` and `eval_f1`
 into `eval/f1`), so the accelerate engine writes the same through accelerate's trackers
 (`Accelerator(log_with=..., project_dir=...)`), and the trainer engine gets them from Trainer's
@@ -17,7 +17,7 @@ from pathlib import Path
 from nlpfit import NlpfitError
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
-TRAIN_KEYS = ("loss", "learning_rate", "grad_norm", "tokens_per_second", "epoch")
+TRAIN_KEYS = ("loss", "learning_rate", "grad_norm", "tokens_per_second", "tokens_seen", "epoch")
 
 
 def trackers(report_to) -> list[str]:

@@ -23,7 +23,7 @@ from nlpfit.engines.loop import RunTotals, batch_tokens, cpu_distributed, evalua
 from nlpfit.log import info
 from nlpfit.metrics import summary
 
-LOG_KEYS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_second")
+LOG_KEYS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_second", "tokens_seen")
 
 
 class RunFlow(TrainerCallback):
@@ -135,7 +135,8 @@ def trainer_class(base):
             if "loss" in logs:  # a log line: the window's loss and tokens/s from the run's totals
                 self.totals.sync(self.accelerator)
                 window = self.totals.take_window(self.state.global_step)
-                logs.update(loss=window["loss"], tokens_per_second=window["tokens_per_second"])
+                logs.update(loss=window["loss"], tokens_per_second=window["tokens_per_second"],
+                            tokens_seen=window["tokens_seen"])
             elif "train_runtime" in logs:  # Trainer's figures of this session; metrics.json has the run's
                 return
             super().log(logs, start_time)
