@@ -50,7 +50,6 @@ bench-quick: $(STAMP)
 
 # where each task spends its time (torch.profiler)
 profile: $(STAMP)
-	$(BIN)/python bench/profile_ner.py
 	$(BIN)/python bench/profile_tasks.py
 
 clean:

@@ -207,6 +207,7 @@ def test_a_damaged_cache_entry_is_prepared_again(tmp_path, monkeypatch):
     arrow = next((tmp_path / "ds").glob("*.arrow"))
     (staging / "train-blocks.arrow").write_bytes(arrow.read_bytes())
     entry.commit(staging, {"files": ["train-blocks.arrow"]})
-    assert entry.load() == {"files": ["train-blocks.arrow"]}
+    manifest, tables = entry.load()
+    assert manifest == {"files": ["train-blocks.arrow"]} and tables["train-blocks.arrow"]["input_ids"] == [[1, 2], [3, 4]]
     (entry.folder / "train-blocks.arrow").write_bytes(b"\x00garbage" * 10)
     assert entry.load() is None and not entry.folder.exists()

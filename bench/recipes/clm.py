@@ -221,11 +221,11 @@ def generation_rows(task, raw, out: Path, n_prompts: int, repeat: int) -> list[R
 def profile(quick: bool, tmp: Path) -> list[tuple[str, object]]:
     """nlpfit's causal-LM training steps (its loss, fused AdamW), one evaluation pass and one batched
     greedy generation pass, fp32 and bf16 autocast."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile as torch_profile
     from transformers import AutoTokenizer
 
-    from nlpfit.engines.loop import evaluate, make_collate, param_groups
+    from profiling import profiled, profiled_steps, training_step
+
+    from nlpfit.engines.loop import evaluate, make_collate
     from nlpfit.tasks.clm import greedy_completions
 
     s = settings(quick)
@@ -236,33 +236,20 @@ def profile(quick: bool, tmp: Path) -> list[tuple[str, object]]:
     features, _ = task.preprocess(raw, tokenizer, model.config, task.Facts(), training=True)
     collate = make_collate(task.collator(tokenizer, model), model)
     loss_fn = task.loss_function(tokenizer)
-    steps = 3 if quick else 10
+    steps = 4 if quick else 10
     train = features["train"]
     batches = [collate([train[i] for i in range(k * s["batch"], (k + 1) * s["batch"])]) for k in range(steps + 1)]
     prompts = task.example_inputs(raw["validation"], 16)
     out = []
     for precision in ("fp32", "bf16"):
-        model = plain_model(tokenizer, as_nlpfit_builds_it=True).train()
-        opt = torch.optim.AdamW(param_groups(model, 0.1), lr=5e-4, fused=True)
-
-        def step(b):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss = loss_fn(model, b)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad()
-
-        step(batches[0])
-        with torch_profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-            for b in batches[1:]:
-                step(b)
-        out.append((f"clm training, {steps} steps of {s['batch']} blocks, {precision}", prof))
-        with torch_profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-            evaluate(task, model, tokenizer, features["validation"], None, None, 32, precision=precision)
+        model = plain_model(tokenizer, as_nlpfit_builds_it=True)
+        step = training_step(model, loss_fn, 0.1, 5e-4, precision)
+        out.append((f"clm training, {steps} steps of {s['batch']} blocks, {precision}", profiled_steps(step, batches)))
+        prof = profiled(lambda: evaluate(task, model, tokenizer, features["validation"], None, None, 32,
+                                         precision=precision))
         out.append((f"clm evaluation, {len(features['validation'])} blocks, {precision}", prof))
         model.eval()
-        with torch_profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-            list(greedy_completions(model, tokenizer, prompts, [NEW_TOKENS] * len(prompts), 16, precision))
+        prof = profiled(lambda: list(greedy_completions(model, tokenizer, prompts, [NEW_TOKENS] * len(prompts), 16,
+                                                        precision)))
         out.append((f"clm generation, {len(prompts)} prompts x {NEW_TOKENS} tokens, batched, {precision}", prof))
     return out

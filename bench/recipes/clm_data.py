@@ -21,7 +21,11 @@ empty HF_DATASETS_CACHE (the second run shares the first's), so that its peak RS
 Rate: MB/s of source text (the UTF-8 bytes of the content column) from reading the file to the
 last block written.  Quality: blocks made and the sum of their token ids, which must equal the
 course's (nlpfit also routes 5% of the files to validation: the blocks are the same, in two splits).
-Memory flatness: nlpfit's peak RSS at a quarter of the size beside the full size's.
+Memory: the peak of the anonymous resident memory (RssAnon: what the process allocates itself, not the
+pages of the files it maps, which the kernel drops and reads again as it likes), of the process alone
+and with its worker processes summed (pages a worker shares with its parent after fork count in both),
+sampled every 20 ms until the last block is written (`AnonymousPeak`).  nlpfit's at a quarter of the size
+beside the full size's shows whether memory grows with the corpus.
 Departures from the course: the corpus is local (no download is possible), and its files repeat.
 """
 
@@ -29,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -94,10 +97,51 @@ def _token_sum(datasets_) -> tuple[int, int]:
     return blocks, tokens
 
 
+def rss_anon_mb(pid: int) -> float:
+    """A process's anonymous resident memory (RssAnon), 0 once it has ended."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class AnonymousPeak:
+    """The peak anonymous resident memory of this process (`own`) and of it with its worker processes
+    summed (`tree`), in MB, sampled every `interval` seconds in a thread from creation until `stop()`."""
+
+    def __init__(self, interval: float = 0.02):
+        import threading
+
+        self.own = self.tree = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, interval: float) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while True:
+            own = rss_anon_mb(me.pid)
+            workers = sum(rss_anon_mb(c.pid) for c in me.children(recursive=True))
+            self.own, self.tree = max(self.own, own), max(self.tree, own + workers)
+            if self._done.wait(interval):
+                return
+
+    def stop(self) -> "AnonymousPeak":
+        self._done.set()
+        self._thread.join()
+        return self
+
+
 def child(job: dict) -> dict:
     from transformers import AutoTokenizer
 
     context_length = CONTEXT_LENGTH
+    memory = AnonymousPeak()
     start = time.perf_counter()
     stages = {}
     if job["recipe"] == "course":
@@ -134,21 +178,12 @@ def child(job: dict) -> dict:
         features, facts = task.preprocess(raw, tokenizer, None, facts, training=True)
         parts = list(features.values())
     seconds = time.perf_counter() - start
+    memory.stop()
     if stages:
         stages["tokenize+chunk"] = seconds - sum(stages.values())
-    blocks, token_sum = _token_sum(parts)
+    blocks, token_sum = _token_sum(parts)  # the check reads every block: after the memory is measured
     return {"seconds": seconds, "blocks": blocks, "token_sum": token_sum, "stages": stages,
-            "peak_rss_mb": own_peak_rss_mb(),
-            "workers_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
-
-
-def own_peak_rss_mb() -> float:
-    """This process's peak resident memory since it started (VmHWM; getrusage's maxrss would carry
-    the launching process's peak across fork and exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            "anon_mb": memory.own, "tree_anon_mb": memory.tree}
 
 
 def run_child(job: dict, cache: Path) -> dict:
@@ -183,6 +218,13 @@ def setup(quick: bool, tmp: Path) -> dict:
     return {"size": size, "big": big if big > size else 0, "tokenizer": str(tok_dir), "corpora": corpora}
 
 
+def memory(r: dict) -> str:
+    """A measurement's memory figure: its anonymous memory peak, with its workers' where it had any."""
+    workers = r["tree_anon_mb"] - r["anon_mb"]
+    return f"peak anonymous memory {r['anon_mb']:.0f} MB" + (f" ({r['tree_anon_mb']:.0f} MB with its workers)"
+                                                              if workers > 50 else "")
+
+
 def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
     from common import Row
 
@@ -198,7 +240,7 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
         r = run_child({"recipe": recipe, "num_proc": num_proc, "data": corpus["path"], "tokenizer": env["tokenizer"]},
                       cache)
         r["cache"] = cache
-        print(f"  clm data: {name}: {r['seconds']:.1f} s, {r['blocks']} blocks, peak RSS {r['peak_rss_mb']:.0f} MB, "
+        print(f"  clm data: {name}: {r['seconds']:.1f} s, {r['blocks']} blocks, {memory(r)}, "
               f"stages {json.dumps({k: round(v, 1) for k, v in r['stages'].items()})}", file=sys.stderr, flush=True)
         return r
 
@@ -216,8 +258,7 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
                                                                         ", DIFFERENT from the course's"))
 
     def note(r, extra=""):
-        return (f"{mb:.0f} MB, peak RSS {r['peak_rss_mb']:.0f} MB" + (f" (+ workers {r['workers_peak_rss_mb']:.0f} MB)"
-                                                                     if r['workers_peak_rss_mb'] > 50 else "") + extra)
+        return f"{mb:.0f} MB, {memory(r)}{extra}"
 
     rows = [Row("clm", "data preparation", "load_dataset + map(tokenize), course recipe", mb / course["seconds"],
                 "MB/s", quality(course), course["seconds"], note(course)),
@@ -225,7 +266,7 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
                 "MB/s", quality(course_np), course_np["seconds"], note(course_np)),
             Row("clm", "data preparation", "nlpfit train clm (load_data + preprocess)", mb / ours["seconds"], "MB/s",
                 quality(ours), ours["seconds"],
-                note(ours, f"; at {small} MB: peak RSS {ours_small['peak_rss_mb']:.0f} MB")),
+                note(ours, f"; at {small} MB: {ours_small['anon_mb']:.0f} MB")),
             Row("clm", "data preparation", f"nlpfit train clm --num-proc {procs}", mb / ours_np["seconds"], "MB/s",
                 quality(ours_np), ours_np["seconds"], note(ours_np)),
             Row("clm", "data preparation", "nlpfit train clm, second run (Arrow cache reused)", mb / again["seconds"],
@@ -239,8 +280,7 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
         for name, r in ((f"nlpfit train clm --num-proc {procs}, {gb_mb:.0f} MB corpus", first),
                         (f"the same, second run (Arrow cache reused), {gb_mb:.0f} MB corpus", second)):
             rows.append(Row("clm", "data preparation", name, gb_mb / r["seconds"], "MB/s", f"{r['blocks']:,} blocks",
-                            r["seconds"], f"peak RSS {r['peak_rss_mb']:.0f} MB"
-                            + (f" (+ workers {r['workers_peak_rss_mb']:.0f} MB)" if r["workers_peak_rss_mb"] > 50 else "")))
+                            r["seconds"], memory(r)))
         os.unlink(corpus["path"])
     import shutil
 

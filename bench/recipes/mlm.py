@@ -201,11 +201,11 @@ def prediction_rows(task, raw, out: Path, n_texts: int, repeat: int) -> list[Row
 def profile(quick: bool, tmp: Path) -> list[tuple[str, object]]:
     """nlpfit's masked-LM training steps (loss on the masked positions, fused AdamW) and one evaluation
     pass, fp32 and bf16 autocast, on the default data's blocks."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile as torch_profile
     from transformers import AutoTokenizer
 
-    from nlpfit.engines.loop import evaluate, make_collate, param_groups
+    from profiling import profiled, profiled_steps, training_step
+
+    from nlpfit.engines.loop import evaluate, make_collate
     from nlpfit.models import packaged_minilm
     from nlpfit.tasks.mlm import masked_lm_loss
 
@@ -215,28 +215,14 @@ def profile(quick: bool, tmp: Path) -> list[tuple[str, object]]:
     model = plain_model(packaged_minilm())
     train, _ = task.preprocess({"train": raw["train"]}, tokenizer, model.config, task.Facts(), training=True)
     collate = make_collate(task.collator(tokenizer, model), model)
-    steps = 3 if quick else 10
+    steps = 4 if quick else 10
     batches = [collate([train["train"][i] for i in range(k * s["batch"], (k + 1) * s["batch"])])
                for k in range(steps + 1)]
     out = []
     for precision in ("fp32", "bf16"):
-        model = plain_model(packaged_minilm()).train()
-        opt = torch.optim.AdamW(param_groups(model, 0.01), lr=2e-5, fused=True)
-
-        def step(b):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss = masked_lm_loss(model, b)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad()
-
-        step(batches[0])
-        with torch_profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-            for b in batches[1:]:
-                step(b)
-        out.append((f"mlm training, {steps} steps of {s['batch']} blocks, {precision}", prof))
-        with torch_profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-            evaluate(task, model, tokenizer, eval_blocks, None, None, 32, precision=precision)
+        model = plain_model(packaged_minilm())
+        step = training_step(model, masked_lm_loss, 0.01, 2e-5, precision)
+        out.append((f"mlm training, {steps} steps of {s['batch']} blocks, {precision}", profiled_steps(step, batches)))
+        prof = profiled(lambda: evaluate(task, model, tokenizer, eval_blocks, None, None, 32, precision=precision))
         out.append((f"mlm evaluation, {len(eval_blocks)} blocks, {precision}", prof))
     return out

@@ -34,3 +34,51 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
         rows.append(Row("ner", "prediction", name, r["sentences"] / r["seconds"], "texts/s",
                         f"same entities {r['same']:.1%}", r["seconds"]))
     return rows
+
+
+def profile(quick: bool, tmp: Path) -> list[tuple[str, object]]:
+    """nlpfit's training steps on length-grouped batches of 16 (the engine's way: forward, backward,
+    clipping, fused AdamW) and one batched prediction pass over the held-out sentences (batches of 64,
+    longest first, inference mode), fp32 and bf16 autocast, on the offline default (MiniLM, WNUT-16)."""
+    import random
+
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    import bench_ner as b
+    from profiling import profiled, profiled_steps, training_step
+
+    from nlpfit.engines.loop import LengthGroupedBatches
+    from nlpfit.models import packaged_minilm
+
+    cfg, _, raw, facts = b.default_data(0)
+    path = packaged_minilm()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    enc = tokenizer([list(t) for t in raw["train"]["tokens"]], is_split_into_words=True, truncation=True)
+    lengths = [len(x) for x in enc["input_ids"]]
+    steps = 10 if quick else 20
+    batches = []
+    for idx in random.Random(0).sample(list(LengthGroupedBatches(lengths, 16, cfg.seed, True)), steps + 1):
+        batch = tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in idx]}, return_tensors="pt")
+        batch["labels"] = torch.randint(0, len(facts.labels), batch["input_ids"].shape)
+        batches.append(batch)
+    texts = [" ".join(t) for split in ("validation", "test") for t in raw[split]["tokens"]]
+    enc = tokenizer(texts)
+    order = sorted(range(len(texts)), key=lambda i: -len(enc["input_ids"][i]))
+    predict_batches = [tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in order[s:s + 64]]},
+                                     return_tensors="pt") for s in range(0, len(order), 64)]
+    out = []
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(facts.labels))
+        step = training_step(model, lambda m, batch: m(**batch).loss, 0.01, cfg.lr, precision)
+        out.append((f"training, {steps} steps of 16 sentences, {precision}", profiled_steps(step, batches)))
+        model.eval()
+
+        def predict():
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                for batch in predict_batches:
+                    model(**batch)
+
+        out.append((f"prediction, {len(texts)} texts in batches of 64, {precision}", profiled(predict)))
+    return out

@@ -361,11 +361,11 @@ def profile(quick: bool, tmp: Path) -> list[tuple[str, object]]:
     backward, gradient clipping, fused AdamW, on length-grouped batches of windows) and one
     evaluation pass (engines.loop.evaluate with the post-processing), fp32 and bf16 autocast."""
     import torch
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
     from transformers import AutoModelForQuestionAnswering
 
-    from nlpfit.engines.loop import LengthGroupedBatches, evaluate, lengths_of, make_collate, param_groups
+    from profiling import profiled, profiled_steps, training_step
+
+    from nlpfit.engines.loop import LengthGroupedBatches, evaluate, lengths_of, make_collate
     from nlpfit.models import packaged_minilm
     from nlpfit.run import resolve
     from nlpfit.tasks import default_config, make_task
@@ -379,34 +379,18 @@ def profile(quick: bool, tmp: Path) -> list[tuple[str, object]]:
     train, validation = features["train"], features["validation"]
     collate = make_collate(task.collator(tokenizer, model), model)
     steps = 5 if quick else 20
-    batches = list(LengthGroupedBatches(lengths_of(train), cfg.batch_size, cfg.seed, True))[:steps + 2]
+    batches = list(LengthGroupedBatches(lengths_of(train), cfg.batch_size, cfg.seed, True))[:steps + 1]
     padded = [collate([train[i] for i in idx]) for idx in batches]
     results = []
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
-        model = AutoModelForQuestionAnswering.from_pretrained(path).train()
-        opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=True)
-
-        def step(b):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss = model(**b).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad()
-
-        for b in padded[:2]:
-            step(b)
-        with torch_profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-            for b in padded[2:]:
-                step(b)
-        results.append((f"training, {len(padded) - 2} steps of {cfg.batch_size} windows, {precision}", prof))
+        model = AutoModelForQuestionAnswering.from_pretrained(path)
+        step = training_step(model, lambda m, batch: m(**batch).loss, cfg.weight_decay, cfg.lr, precision)
+        results.append((f"training, {steps} steps of {cfg.batch_size} windows, {precision}",
+                        profiled_steps(step, padded)))
         model.eval()
-        evaluate(task, model, tokenizer, validation.select(range(min(8, len(validation)))), raw["validation"],
-                 facts, cfg.eval_batch_size, precision=precision)  # warm-up
-        with torch_profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-            evaluate(task, model, tokenizer, validation, raw["validation"], facts, cfg.eval_batch_size,
-                     precision=precision)
+        prof = profiled(lambda: evaluate(task, model, tokenizer, validation, raw["validation"], facts,
+                                         cfg.eval_batch_size, precision=precision))
         results.append((f"evaluation, {len(raw['validation'])} questions / {len(validation)} windows, {precision}",
                         prof))
     return results

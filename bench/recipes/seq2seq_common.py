@@ -209,13 +209,11 @@ def section(name: str, steps: int, limit: int, n_predict: int, repeat: int, tmp:
 
 
 def profile_task(name: str, steps: int, limit: int, tmp: Path, train_args: tuple = ()) -> list[tuple[str, object]]:
-    """torch.profiler runs of nlpfit's own paths: a few training steps (the engine's kind: forward,
-    backward, clipping, AdamW on length-grouped batches) and one evaluation pass, fp32 and bf16."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-    from torch.utils.data import DataLoader
+    """torch.profiler runs of nlpfit's own paths: a few training steps (the engine's way: forward,
+    backward, clipping, fused AdamW on length-grouped batches) and one evaluation pass, fp32 and bf16."""
+    from profiling import profiled, profiled_steps, training_step
 
-    from nlpfit.engines.loop import LengthGroupedBatches, lengths_of, make_collate, param_groups
+    from nlpfit.engines.loop import LengthGroupedBatches, evaluate, lengths_of, make_collate
     from nlpfit.tasks.base import Facts
 
     tmp.mkdir(parents=True, exist_ok=True)
@@ -225,29 +223,13 @@ def profile_task(name: str, steps: int, limit: int, tmp: Path, train_args: tuple
     features, facts = task.preprocess({"validation": val}, tokenizer, model.config, Facts(), training=False)
     feats = features["validation"]
     collate = make_collate(task.collator(tokenizer, model), model)
-    batches = LengthGroupedBatches(lengths_of(feats), 16, seed=0)
-    loader = DataLoader(feats, batch_sampler=batches, collate_fn=collate)
+    order = [b for _ in range(steps + 1) for b in LengthGroupedBatches(lengths_of(feats), 16, seed=0)][:steps + 1]
+    batches = [collate([feats[i] for i in idx]) for idx in order]
     results = []
     for precision in ("fp32", "bf16"):
-        model.train()
-        optimizer = torch.optim.AdamW(param_groups(model, 0.0), lr=1e-4)
-        with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-            done = 0
-            while done < steps:
-                for batch in loader:
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                        loss = model(**batch).loss
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                    done += 1
-                    if done == steps:
-                        break
-        results.append((f"{name} training, {steps} steps, {precision}", prof))
-        from nlpfit.engines.loop import evaluate
-
-        with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-            evaluate(task, model, tokenizer, feats, val, facts, task.cfg.eval_batch_size, precision=precision)
+        step = training_step(model, lambda m, batch: m(**batch).loss, 0.0, 1e-4, precision)
+        results.append((f"{name} training, {steps} steps, {precision}", profiled_steps(step, batches)))
+        prof = profiled(lambda: evaluate(task, model, tokenizer, feats, val, facts, task.cfg.eval_batch_size,
+                                         precision=precision))
         results.append((f"{name} evaluation, {len(val)} examples, {precision}", prof))
     return results

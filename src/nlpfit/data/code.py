@@ -422,23 +422,31 @@ class PreparedCache:
         self.kind, self.key = kind, key
         self.folder = cache_root() / kind / key
 
-    def load(self) -> dict | None:
-        """The entry's manifest, or None when it has none yet.  An entry whose Arrow files do not open
-        (damaged on disk) is removed, with a warning, and None returned: it is prepared again."""
+    def manifest(self) -> dict | None:
+        """The entry's manifest, or None when it has none (not there yet, or incomplete)."""
         try:
-            manifest = json.loads((self.folder / "manifest.json").read_text(encoding="utf-8"))
+            return json.loads((self.folder / "manifest.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+
+    def load(self) -> tuple[dict, dict] | None:
+        """(manifest, {file name: its memory-mapped datasets.Dataset}) of the entry, each Arrow file opened
+        once, or None when it has no manifest yet.  An entry whose Arrow files do not open (damaged on
+        disk) is removed, with a warning, and None returned: it is prepared again."""
+        import datasets
+
+        manifest = self.manifest()
+        if manifest is None:
+            return None
         try:
-            for arrow in self.folder.glob("*.arrow"):
-                load_arrow(self.folder, [arrow.name])
+            tables = {arrow.name: datasets.Dataset.from_file(str(arrow)) for arrow in sorted(self.folder.glob("*.arrow"))}
         except Exception as exc:  # pyarrow raises OSError / ArrowInvalid for a damaged file
             from nlpfit.log import warn
 
             warn(f"the prepared data in {self.folder} is damaged ({type(exc).__name__}): preparing it again")
             shutil.rmtree(self.folder, ignore_errors=True)
             return None
-        return manifest
+        return manifest, tables
 
     def staging(self) -> Path:
         path = self.folder.parent / f".staging-{self.key}-{uuid.uuid4().hex[:8]}"
@@ -447,12 +455,12 @@ class PreparedCache:
 
     def commit(self, staging: Path, manifest: dict) -> Path:
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        if self.folder.exists() and self.load() is None:  # an incomplete entry (no manifest): replaced
+        if self.folder.exists() and self.manifest() is None:  # an incomplete entry (no manifest): replaced
             shutil.rmtree(self.folder, ignore_errors=True)
         try:
             os.rename(staging, self.folder)
         except OSError:
-            if self.load() is None:
+            if self.manifest() is None:
                 raise
             shutil.rmtree(staging, ignore_errors=True)  # committed by another process meanwhile
         return self.folder
@@ -466,5 +474,11 @@ def load_arrow(folder: Path, names: list[str]):
     """The Arrow files `names` of `folder` as one memory-mapped datasets.Dataset."""
     import datasets
 
-    parts = [datasets.Dataset.from_file(str(folder / name)) for name in names]
+    return concatenated([datasets.Dataset.from_file(str(folder / name)) for name in names])
+
+
+def concatenated(parts: list):
+    """Datasets of the same columns as one (the one itself when there is one)."""
+    import datasets
+
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)

@@ -463,9 +463,10 @@ class CausalLM(Task):
 
         key = corpus.identity() if o.data_cache else None  # None: hub data, or the cache is off
         entry = PreparedCache("clm-documents", key) if key else None
-        manifest = entry.load() if entry else None
-        if manifest is not None:
-            folder = entry.folder
+        cached = entry.load() if entry else None
+        tables = {}
+        if cached is not None:
+            (manifest, tables), folder = cached, entry.folder
             info(f"data: reusing the documents prepared by an earlier run from {folder} (same files, sizes and "
                  "modification times, same reading options)")
         else:
@@ -493,7 +494,7 @@ class CausalLM(Task):
         order = [s for s in corpus.split_names() if s in names] + sorted(set(names) - set(corpus.split_names()))
         raw = datasets.DatasetDict()
         for split in order:
-            part = load_arrow(folder, [names[split]])
+            part = tables[names[split]] if names[split] in tables else load_arrow(folder, [names[split]])
             if len(part):
                 raw[split] = part
         if "train" not in raw and trained is None:
@@ -636,7 +637,7 @@ class CausalLM(Task):
         """The blocks of one split and their counts, from the cache when an earlier run made them from
         the same documents (`documents_cached`: read through the cache) with the same tokenizer and
         block options."""
-        from nlpfit.data.code import CACHE_FORMAT, PreparedCache, digest, load_arrow
+        from nlpfit.data.code import CACHE_FORMAT, PreparedCache, concatenated, digest, load_arrow
 
         o = self.opts
         tok_key = tokenizer_digest(tokenizer)
@@ -645,10 +646,11 @@ class CausalLM(Task):
             # the documents' fingerprint follows their files and any selection made since (--max-*-samples)
             entry = PreparedCache("clm-blocks", digest([CACHE_FORMAT, ds._fingerprint, tok_key, o.context_length,
                                                         o.pack]))
-            manifest = entry.load()
-            if manifest is not None:
+            cached = entry.load()
+            if cached is not None:
+                manifest, tables = cached
                 info(f"{split}: reusing the blocks prepared by an earlier run from {entry.folder}")
-                feats = load_arrow(entry.folder, manifest["files"])
+                feats = concatenated([tables[name] for name in manifest["files"]])
                 return feats.select_columns(["input_ids"]), manifest["stats"]
         folder = entry.staging() if entry else Path(_temp_cache())
         try:
