@@ -55,3 +55,66 @@ def test_the_system_allocator_by_default_hands_the_block_back():
 @pytest.mark.parametrize("name", ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX"])
 def test_the_users_own_allocator_settings_are_left_alone(name):
     assert probe(**{name: "65536" if name != "MALLOC_ARENA_MAX" else "2"})["kept"] is False
+
+
+#: the pattern that defeats reuse: a 48 MB tensor made and freed at every step, and a small tensor made
+#: meanwhile that outlives the step (as torch.profiler's event records do at every operator); the peak
+#: anonymous resident memory (MB) over 32 steps and the watchdog's hand-backs, with its floor set
+PINNED = r"""
+import json, sys
+import torch
+import nlpfit.allocator as allocator
+
+allocator.KEPT_FREE_FLOOR = int(sys.argv[1])
+
+def rss_anon_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("RssAnon:"))
+
+kept = allocator.keep_freed_memory()
+pinned, start, peak = [], rss_anon_mb(), 0.0
+for _ in range(32):
+    step = torch.ones(12 * 2**20)
+    pinned.append(torch.ones(16))
+    del step
+    allocator.watchdog.check()  # what its thread does five times a second
+    peak = max(peak, rss_anon_mb())
+print(json.dumps({"kept": kept, "growth": peak - start, "trims": allocator.watchdog.trims,
+                  "thread": any(t.name == "nlpfit-free-memory-bound" for t in __import__("threading").enumerate())}))
+"""
+
+
+def pinned(floor: int) -> dict:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD",
+                                                                                             "NLPFIT_SYSTEM_MALLOC")}
+    out = subprocess.run([sys.executable, "-c", PINNED, str(floor)], env=clean, capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def test_kept_free_memory_is_bounded_whatever_the_allocation_pattern():
+    unbounded = pinned(1 << 40)  # no hand-back: every step's freed block is too small for the next step's
+    assert unbounded["kept"] and unbounded["thread"] and unbounded["trims"] == 0
+    assert unbounded["growth"] > 1200  # ~48 MB more at every step
+    bounded = pinned(256 << 20)
+    assert bounded["trims"] > 0
+    assert bounded["growth"] < 256 + 2 * 48 + 64  # the floor, a step's block or two, and slack
+
+
+def test_a_forked_worker_gets_its_own_watchdog():
+    """datasets' map workers are forked: the thresholds carry over to them, so the bound must too."""
+    script = r"""
+import os, threading
+import nlpfit.allocator as allocator
+allocator.keep_freed_memory()
+parent = allocator.watchdog
+pid = os.fork()
+if pid == 0:
+    alive = any(t.name == "nlpfit-free-memory-bound" and t.is_alive() for t in threading.enumerate())
+    os._exit(0 if alive and allocator.watchdog is not parent else 3)
+print(os.waitpid(pid, 0)[1] >> 8)
+"""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD",
+                                                                                             "NLPFIT_SYSTEM_MALLOC")}
+    out = subprocess.run([sys.executable, "-c", script], env=clean, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "0"
