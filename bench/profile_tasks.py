@@ -3,7 +3,8 @@
 Each section of bench/recipes/ (see bench_tasks.py) profiles a few training steps and one
 evaluation or prediction pass of its task, in fp32 and under bf16 autocast (`profile(quick, tmp)`),
 each after an unprofiled warm-up (bench/profiling.py).  For every run this prints its wall time
-unprofiled, the profiled time, the share of each kind of operation, and the rate its matrix products
+unprofiled and the profiled time (each with its page faults), the share of each kind of operation,
+and the rate its matrix products
 reach next to the rate of one large matrix product on this machine (the most the hardware gives, in
 the run's precision).
 
@@ -44,8 +45,8 @@ def main() -> None:
     peaks = {"fp32": peak_gflops(torch.float32), "bf16": peak_gflops(torch.bfloat16)}
     print(f"one 2048x2048 matrix product: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s "
           f"({torch.get_num_threads()} threads)\n", flush=True)
-    lines = ["| task | run | wall time | profiled time | share by kind of operation (profiled) "
-             "| matrix products' rate (of the peak) |", "|---|---|---|---|---|---|"]
+    lines = ["| task | run | wall time (page faults) | profiled time (page faults) | share by kind of operation "
+             "(profiled) | matrix products' rate (of the peak) |", "|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory(prefix="nlpfit-profile-") as tmp:
         for name in names:
             module = importlib.import_module("recipes." + name.replace("-", "_"))

@@ -5,10 +5,13 @@ the table row that sorts a profile's time by kind of operation.
 A run is profiled after it has run once unprofiled (or, for training, after a first step): its first
 pass pays one-time costs (kernels set up for new shapes, memory touched for the first time) that are
 not where a run spends its time, and that would otherwise fill the "everything else" share.  It is
-then timed unprofiled once more, and that wall time stands beside the profiled time: the profiler
-costs time per operator, and, recording, it also keeps the allocator from reusing freed blocks, so a
-run with large short-lived tensors (a language model's logits) pays page faults under the profiler
-that it does not pay without it.  Where the two times part, the shares are those of the profiled run.
+then timed unprofiled once more (every run of a section is timed before any is profiled: `Runs`),
+and that wall time stands beside the profiled time, each with its
+page faults: the profiler costs time per operator, and its records, small allocations made at every
+operator, keep the allocator from reusing freed blocks, so a run with large short-lived tensors (a
+language model's logits, attention probabilities) faults in fresh memory under the profiler that it
+reuses without it.  Where the two times part, the shares are those of the profiled run, and the
+faults say where the difference went.
 """
 
 from __future__ import annotations
@@ -42,14 +45,15 @@ def peak_gflops(dtype) -> float:
 
 
 def training_step(model, loss_fn: Callable, weight_decay: float, lr: float, precision: str) -> Callable:
-    """One optimizer step on a batch, as nlpfit's engine takes it: the task's loss (under bf16 autocast
-    for `precision` "bf16"), backward, gradient clipping at 1.0, fused AdamW with the engine's groups."""
+    """One optimizer step on a batch, as nlpfit's engine takes it: the model in training mode, the task's
+    loss (under bf16 autocast for `precision` "bf16"), backward, gradient clipping at 1.0, fused AdamW
+    with the engine's groups."""
     from nlpfit.engines.loop import param_groups
 
-    model.train()
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, fused=True)
 
     def step(batch) -> None:
+        model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = loss_fn(model, batch)
         loss.backward()
@@ -62,28 +66,49 @@ def training_step(model, loss_fn: Callable, weight_decay: float, lr: float, prec
 
 @dataclass
 class Profiled:
-    """A profiled run: torch.profiler's record of it, and the wall time of the same run unprofiled."""
+    """A profiled run: torch.profiler's record of it, and the wall time of the same run unprofiled, with
+    the page faults (minor: memory touched for the first time) of each."""
 
     prof: object
     wall_s: float
+    faults: int
+    profiled_faults: int
 
 
-def profiled(run: Callable, warmup: Callable | None = None) -> Profiled:
-    """torch.profiler (CPU, with FLOPs) over `run()`, after `warmup()` (by default `run` itself) ran once
-    and `run()` once more, timed, both unprofiled."""
-    (warmup or run)()
-    start = time.perf_counter()
-    run()
-    wall = time.perf_counter() - start
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+def page_faults() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+class Runs:
+    """A section's runs, in two phases.  `add` runs one at once, a warm-up and then a timed pass, both
+    unprofiled; `profiles()` then profiles every run added, in order (torch.profiler, CPU, with FLOPs).
+    No timed pass comes after a profiled one: what a profiled run leaves in the heap (blocks it could
+    not reuse, handed back to the system) would make the next timed pass fault them in again."""
+
+    def __init__(self):
+        self.runs: list[tuple[str, Callable, float, int]] = []
+
+    def add(self, name: str, run: Callable, warmup: Callable | None = None) -> None:
+        (warmup or run)()
+        faults, start = page_faults(), time.perf_counter()
         run()
-    return Profiled(prof, wall)
+        self.runs.append((name, run, time.perf_counter() - start, page_faults() - faults))
 
+    def steps(self, name: str, step: Callable, batches: list) -> None:
+        """The steps on `batches[1:]`, after a first step on `batches[0]` (the same batches are stepped on
+        again when profiled)."""
+        self.add(name, lambda: [step(b) for b in batches[1:]], warmup=lambda: step(batches[0]))
 
-def profiled_steps(step: Callable, batches: list) -> Profiled:
-    """The steps on `batches[1:]`, after a first step on `batches[0]` (the same batches are stepped on
-    twice: timed, then profiled)."""
-    return profiled(lambda: [step(b) for b in batches[1:]], warmup=lambda: step(batches[0]))
+    def profiles(self) -> list[tuple[str, Profiled]]:
+        out = []
+        for name, run, wall, faults in self.runs:
+            before = page_faults()
+            with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+                run()
+            out.append((name, Profiled(prof, wall, faults, page_faults() - before)))
+        return out
 
 
 def breakdown(prof) -> tuple[dict, float]:
@@ -106,5 +131,5 @@ def row(task: str, name: str, run: Profiled, peaks: dict) -> str:
     total = sum(kinds.values())
     parts = ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]) if v / total >= 0.01)
     peak = peaks["bf16" if "bf16" in name else "fp32"]
-    return (f"| {task} | {name} | {run.wall_s:.2f} s | {total:.2f} s | {parts} | "
-            f"{rate:.0f} GFLOP/s ({rate / peak:.0%}) |")
+    return (f"| {task} | {name} | {run.wall_s:.2f} s ({run.faults / 1000:,.0f}k) | {total:.2f} s "
+            f"({run.profiled_faults / 1000:,.0f}k) | {parts} | {rate:.0f} GFLOP/s ({rate / peak:.0%}) |")

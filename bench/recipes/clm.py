@@ -223,7 +223,9 @@ def profile(quick: bool, tmp: Path) -> list[tuple[str, object]]:
     greedy generation pass, fp32 and bf16 autocast."""
     from transformers import AutoTokenizer
 
-    from profiling import profiled, profiled_steps, training_step
+    import functools
+
+    from profiling import Runs, training_step
 
     from nlpfit.engines.loop import evaluate, make_collate
     from nlpfit.tasks.clm import greedy_completions
@@ -240,16 +242,19 @@ def profile(quick: bool, tmp: Path) -> list[tuple[str, object]]:
     train = features["train"]
     batches = [collate([train[i] for i in range(k * s["batch"], (k + 1) * s["batch"])]) for k in range(steps + 1)]
     prompts = task.example_inputs(raw["validation"], 16)
-    out = []
+
+    def generate(model, precision: str) -> None:
+        model.eval()
+        list(greedy_completions(model, tokenizer, prompts, [NEW_TOKENS] * len(prompts), 16, precision))
+
+    runs = Runs()
     for precision in ("fp32", "bf16"):
         model = plain_model(tokenizer, as_nlpfit_builds_it=True)
-        step = training_step(model, loss_fn, 0.1, 5e-4, precision)
-        out.append((f"clm training, {steps} steps of {s['batch']} blocks, {precision}", profiled_steps(step, batches)))
-        prof = profiled(lambda: evaluate(task, model, tokenizer, features["validation"], None, None, 32,
-                                         precision=precision))
-        out.append((f"clm evaluation, {len(features['validation'])} blocks, {precision}", prof))
-        model.eval()
-        prof = profiled(lambda: list(greedy_completions(model, tokenizer, prompts, [NEW_TOKENS] * len(prompts), 16,
-                                                        precision)))
-        out.append((f"clm generation, {len(prompts)} prompts x {NEW_TOKENS} tokens, batched, {precision}", prof))
-    return out
+        runs.steps(f"clm training, {steps} steps of {s['batch']} blocks, {precision}",
+                   training_step(model, loss_fn, 0.1, 5e-4, precision), batches)
+        runs.add(f"clm evaluation, {len(features['validation'])} blocks, {precision}",
+                 functools.partial(evaluate, task, model, tokenizer, features["validation"], None, None, 32,
+                                   precision=precision))
+        runs.add(f"clm generation, {len(prompts)} prompts x {NEW_TOKENS} tokens, batched, {precision}",
+                 functools.partial(generate, model, precision))
+    return runs.profiles()

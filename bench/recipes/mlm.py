@@ -203,7 +203,9 @@ def profile(quick: bool, tmp: Path) -> list[tuple[str, object]]:
     pass, fp32 and bf16 autocast, on the default data's blocks."""
     from transformers import AutoTokenizer
 
-    from profiling import profiled, profiled_steps, training_step
+    import functools
+
+    from profiling import Runs, training_step
 
     from nlpfit.engines.loop import evaluate, make_collate
     from nlpfit.models import packaged_minilm
@@ -218,11 +220,11 @@ def profile(quick: bool, tmp: Path) -> list[tuple[str, object]]:
     steps = 4 if quick else 10
     batches = [collate([train["train"][i] for i in range(k * s["batch"], (k + 1) * s["batch"])])
                for k in range(steps + 1)]
-    out = []
+    runs = Runs()
     for precision in ("fp32", "bf16"):
         model = plain_model(packaged_minilm())
-        step = training_step(model, masked_lm_loss, 0.01, 2e-5, precision)
-        out.append((f"mlm training, {steps} steps of {s['batch']} blocks, {precision}", profiled_steps(step, batches)))
-        prof = profiled(lambda: evaluate(task, model, tokenizer, eval_blocks, None, None, 32, precision=precision))
-        out.append((f"mlm evaluation, {len(eval_blocks)} blocks, {precision}", prof))
-    return out
+        runs.steps(f"mlm training, {steps} steps of {s['batch']} blocks, {precision}",
+                   training_step(model, masked_lm_loss, 0.01, 2e-5, precision), batches)
+        runs.add(f"mlm evaluation, {len(eval_blocks)} blocks, {precision}",
+                 functools.partial(evaluate, task, model, tokenizer, eval_blocks, None, None, 32, precision=precision))
+    return runs.profiles()

@@ -40,13 +40,14 @@ def profile(quick: bool, tmp: Path) -> list[tuple[str, object]]:
     """nlpfit's training steps on length-grouped batches of 16 (the engine's way: forward, backward,
     clipping, fused AdamW) and one batched prediction pass over the held-out sentences (batches of 64,
     longest first, inference mode), fp32 and bf16 autocast, on the offline default (MiniLM, WNUT-16)."""
+    import functools
     import random
 
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     import bench_ner as b
-    from profiling import profiled, profiled_steps, training_step
+    from profiling import Runs, training_step
 
     from nlpfit.engines.loop import LengthGroupedBatches
     from nlpfit.models import packaged_minilm
@@ -67,18 +68,19 @@ def profile(quick: bool, tmp: Path) -> list[tuple[str, object]]:
     order = sorted(range(len(texts)), key=lambda i: -len(enc["input_ids"][i]))
     predict_batches = [tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in order[s:s + 64]]},
                                      return_tensors="pt") for s in range(0, len(order), 64)]
-    out = []
+
+    def predict(model, precision: str) -> None:
+        model.eval()
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            for batch in predict_batches:
+                model(**batch)
+
+    runs = Runs()
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
         model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(facts.labels))
-        step = training_step(model, lambda m, batch: m(**batch).loss, 0.01, cfg.lr, precision)
-        out.append((f"training, {steps} steps of 16 sentences, {precision}", profiled_steps(step, batches)))
-        model.eval()
-
-        def predict():
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                for batch in predict_batches:
-                    model(**batch)
-
-        out.append((f"prediction, {len(texts)} texts in batches of 64, {precision}", profiled(predict)))
-    return out
+        runs.steps(f"training, {steps} steps of 16 sentences, {precision}",
+                   training_step(model, lambda m, batch: m(**batch).loss, 0.01, cfg.lr, precision), batches)
+        runs.add(f"prediction, {len(texts)} texts in batches of 64, {precision}",
+                 functools.partial(predict, model, precision))
+    return runs.profiles()

@@ -360,10 +360,12 @@ def profile(quick: bool, tmp: Path) -> list[tuple[str, object]]:
     """torch.profiler runs of nlpfit's own paths: a few training steps (the engine's way: forward,
     backward, gradient clipping, fused AdamW, on length-grouped batches of windows) and one
     evaluation pass (engines.loop.evaluate with the post-processing), fp32 and bf16 autocast."""
+    import functools
+
     import torch
     from transformers import AutoModelForQuestionAnswering
 
-    from profiling import profiled, profiled_steps, training_step
+    from profiling import Runs, training_step
 
     from nlpfit.engines.loop import LengthGroupedBatches, evaluate, lengths_of, make_collate
     from nlpfit.models import packaged_minilm
@@ -381,16 +383,13 @@ def profile(quick: bool, tmp: Path) -> list[tuple[str, object]]:
     steps = 5 if quick else 20
     batches = list(LengthGroupedBatches(lengths_of(train), cfg.batch_size, cfg.seed, True))[:steps + 1]
     padded = [collate([train[i] for i in idx]) for idx in batches]
-    results = []
+    runs = Runs()
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
         model = AutoModelForQuestionAnswering.from_pretrained(path)
-        step = training_step(model, lambda m, batch: m(**batch).loss, cfg.weight_decay, cfg.lr, precision)
-        results.append((f"training, {steps} steps of {cfg.batch_size} windows, {precision}",
-                        profiled_steps(step, padded)))
-        model.eval()
-        prof = profiled(lambda: evaluate(task, model, tokenizer, validation, raw["validation"], facts,
-                                         cfg.eval_batch_size, precision=precision))
-        results.append((f"evaluation, {len(raw['validation'])} questions / {len(validation)} windows, {precision}",
-                        prof))
-    return results
+        runs.steps(f"training, {steps} steps of {cfg.batch_size} windows, {precision}",
+                   training_step(model, lambda m, batch: m(**batch).loss, cfg.weight_decay, cfg.lr, precision), padded)
+        runs.add(f"evaluation, {len(raw['validation'])} questions / {len(validation)} windows, {precision}",
+                 functools.partial(evaluate, task, model, tokenizer, validation, raw["validation"], facts,
+                                   cfg.eval_batch_size, precision=precision))
+    return runs.profiles()

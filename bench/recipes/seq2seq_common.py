@@ -211,7 +211,9 @@ def section(name: str, steps: int, limit: int, n_predict: int, repeat: int, tmp:
 def profile_task(name: str, steps: int, limit: int, tmp: Path, train_args: tuple = ()) -> list[tuple[str, object]]:
     """torch.profiler runs of nlpfit's own paths: a few training steps (the engine's way: forward,
     backward, clipping, fused AdamW on length-grouped batches) and one evaluation pass, fp32 and bf16."""
-    from profiling import profiled, profiled_steps, training_step
+    import functools
+
+    from profiling import Runs, training_step
 
     from nlpfit.engines.loop import LengthGroupedBatches, evaluate, lengths_of, make_collate
     from nlpfit.tasks.base import Facts
@@ -225,11 +227,11 @@ def profile_task(name: str, steps: int, limit: int, tmp: Path, train_args: tuple
     collate = make_collate(task.collator(tokenizer, model), model)
     order = [b for _ in range(steps + 1) for b in LengthGroupedBatches(lengths_of(feats), 16, seed=0)][:steps + 1]
     batches = [collate([feats[i] for i in idx]) for idx in order]
-    results = []
+    runs = Runs()
     for precision in ("fp32", "bf16"):
-        step = training_step(model, lambda m, batch: m(**batch).loss, 0.0, 1e-4, precision)
-        results.append((f"{name} training, {steps} steps, {precision}", profiled_steps(step, batches)))
-        prof = profiled(lambda: evaluate(task, model, tokenizer, feats, val, facts, task.cfg.eval_batch_size,
-                                         precision=precision))
-        results.append((f"{name} evaluation, {len(val)} examples, {precision}", prof))
-    return results
+        runs.steps(f"{name} training, {steps} steps, {precision}",
+                   training_step(model, lambda m, batch: m(**batch).loss, 0.0, 1e-4, precision), batches)
+        runs.add(f"{name} evaluation, {len(val)} examples, {precision}",
+                 functools.partial(evaluate, task, model, tokenizer, feats, val, facts, task.cfg.eval_batch_size,
+                                   precision=precision))
+    return runs.profiles()

@@ -15,10 +15,10 @@ A freed block is reused only by a request it can hold, and PyTorch asks for 64-b
 which glibc serves from a free block somewhat larger than the request.  Where small allocations
 that outlive a step settle next to each freed block (torch.profiler's event records do, at every
 operator), the freed blocks stay a little too small for the next step's same requests, and the
-heap would grow at every step.  So a watchdog thread (`FreeMemoryBound`) looks at glibc's counts
-five times a second and, once the free memory the process holds exceeds both `KEPT_FREE_FLOOR` and
-the most memory in use seen so far, hands it back (malloc_trim): what normal steps keep for reuse
-stays, and no allocation pattern can grow resident memory without bound.
+heap would grow at every step.  So a watchdog thread (`FreeMemoryBound`) looks five times a second
+at the memory the process holds resident without using it and, once that has grown by more than
+both `KEPT_FREE_FLOOR` and twice the most memory in use seen so far, hands it back (malloc_trim): what
+normal steps keep for reuse stays, and no allocation pattern can grow resident memory without bound.
 
 Nothing is changed where the allocator is not glibc's (or a glibc without mallinfo2, before 2.33),
 or where the user set glibc's own variables (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_,
@@ -41,8 +41,9 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 1 << 30
 #: free memory at the top of the heap kept rather than returned to the system
 TRIM_THRESHOLD = (1 << 31) - 1
-#: free memory held up to at least this much, or up to the most memory in use seen, whichever is larger
+#: free memory held up to at least this much, or up to KEPT_FREE_FACTOR times the most memory in use seen
 KEPT_FREE_FLOOR = 1 << 30
+KEPT_FREE_FACTOR = 2
 #: seconds between two looks of the watchdog
 WATCH_INTERVAL = 0.2
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX",
@@ -56,31 +57,53 @@ class MallInfo2(ctypes.Structure):
                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-class FreeMemoryBound:
-    """The watchdog: every `interval` seconds, glibc's free bytes (`fordblks`: the heap's free blocks and
-    its top) freed since the last hand-back, against max(`floor`, the most bytes in use seen,
-    `uordblks`); above it, malloc_trim(0) hands the pages of every free block back.  The blocks stay
-    free blocks (only their pages go), so what counts is the free memory added since: a block handed
-    back is resident again only once a request reuses it.  Runs in a daemon thread from `start()`;
-    `trims` counts the hand-backs."""
+def rss_anon() -> int:
+    """This process's anonymous resident memory in bytes (RssAnon), 0 where /proc does not say."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
-    def __init__(self, libc, floor: int, interval: float):
+
+class FreeMemoryBound:
+    """The watchdog.  Every `interval` seconds it takes the memory the process holds resident without
+    having it in use: its anonymous resident memory (RssAnon) less the bytes malloc has handed out
+    (mallinfo2's `uordblks` and `hblkhd`).  That is the free heap pages kept for reuse, plus memory
+    outside malloc (Python's object arenas, thread stacks), which the lowest value seen since the last
+    hand-back (`held_base`) accounts for.  Once it has grown past that base by more than max(`floor`,
+    `factor` times the most bytes in use seen: a step frees at its end what it used at its peak, and the
+    heap's blocks do not fit exactly), malloc_trim(0) hands the pages of every free block back (the blocks
+    stay, a request that reuses one faults its pages in again).  Runs in a daemon thread from
+    `start()`; `trims` counts the hand-backs."""
+
+    def __init__(self, libc, floor: int, factor: float, interval: float):
         self.mallinfo2, self.malloc_trim = libc.mallinfo2, libc.malloc_trim
         self.mallinfo2.restype, self.mallinfo2.argtypes = MallInfo2, []
         self.malloc_trim.restype, self.malloc_trim.argtypes = ctypes.c_int, [ctypes.c_size_t]
-        self.floor, self.interval = floor, interval
+        self.floor, self.factor, self.interval = floor, factor, interval
         self.peak_in_use = 0
-        self.free_after_trim = 0  # free bytes right after the last hand-back: their pages are gone
+        self.held_base: int | None = None
         self.trims = 0
+
+    def held(self) -> int:
+        """Resident bytes not in use by malloc's callers; the bytes in use are folded into the peak."""
+        info = self.mallinfo2()
+        in_use = info.uordblks + info.hblkhd
+        self.peak_in_use = max(self.peak_in_use, in_use)
+        return rss_anon() - in_use
 
     def check(self) -> bool:
         """One look: whether it handed free memory back."""
-        info = self.mallinfo2()
-        self.peak_in_use = max(self.peak_in_use, info.uordblks)
-        if info.fordblks - self.free_after_trim <= max(self.floor, self.peak_in_use):
+        held = self.held()
+        self.held_base = held if self.held_base is None else min(self.held_base, held)
+        if held - self.held_base <= max(self.floor, self.factor * self.peak_in_use):
             return False
         self.malloc_trim(0)
-        self.free_after_trim = self.mallinfo2().fordblks
+        self.held_base = self.held()
         self.trims += 1
         return True
 
@@ -111,7 +134,7 @@ def _glibc():
 
 def _start_watchdog(libc) -> None:
     global watchdog
-    watchdog = FreeMemoryBound(libc, KEPT_FREE_FLOOR, WATCH_INTERVAL).start()
+    watchdog = FreeMemoryBound(libc, KEPT_FREE_FLOOR, KEPT_FREE_FACTOR, WATCH_INTERVAL).start()
 
 
 @functools.cache
