@@ -44,7 +44,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_tasks.py
 
-# the same on small data and few steps (about 15 minutes on 2 cores)
+# the same on small data and few steps (about 10 minutes on 2 cores)
 bench-quick: $(STAMP)
 	$(BIN)/python bench/bench_tasks.py --quick
 

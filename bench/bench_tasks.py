@@ -14,7 +14,7 @@ sections live in bench/recipes/ (one module per task, each says what it compares
     qa             the course's QA preprocessing, Trainer.predict and post-processing vs nlpfit
 
     .venv/bin/python bench/bench_tasks.py              # make bench
-    .venv/bin/python bench/bench_tasks.py --quick      # make bench-quick: small data, ~15 minutes on 2 cores
+    .venv/bin/python bench/bench_tasks.py --quick      # make bench-quick: small data, ~10 minutes on 2 cores
     .venv/bin/python bench/bench_tasks.py --only qa,mlm --json /tmp/bench.json
 """
 
@@ -38,7 +38,7 @@ SECTIONS = ("ner", "mlm", "clm", "clm-data", "translation", "summarization", "qa
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small data and few steps (about 15 minutes on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="small data and few steps (about 10 minutes on 2 cores)")
     p.add_argument("--repeat", type=int, default=3, help="runs of each timed stage; the best counts")
     p.add_argument("--only", default="", help="comma-separated sections (default: all): " + ", ".join(SECTIONS))
     p.add_argument("--json", help="also write the rows to this file")

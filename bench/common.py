@@ -117,6 +117,17 @@ def nlpfit_steady(metrics: dict) -> dict:
     return {"rate": sum(tokens[1:]) / seconds, "tokens": sum(tokens[1:]), "seconds": seconds}
 
 
+def nlpfit_training_row(task: str, metrics: dict, precision: str, quality: str = "", plain_rate: float | None = None,
+                        name: str = "nlpfit train") -> Row:
+    """The row of an `nlpfit train ... --logging-steps 1 --mixed-precision PRECISION` run (its metrics.json):
+    its steady rate, and its ratio to the Trainer's own run in the same precision where `plain_rate` is given."""
+    steady = nlpfit_steady(metrics)
+    note = (f"{steady['rate'] / plain_rate:.2f}x the Trainer in {precision if precision != 'no' else 'fp32'}"
+            if plain_rate else "")
+    return Row(task, "training", name + (f" --mixed-precision {precision}" if precision != "no" else ""),
+               steady["rate"], "real tokens/s", quality, steady["seconds"], note)
+
+
 def nlpfit(*args: str, quiet: bool = True) -> subprocess.CompletedProcess:
     """`nlpfit ARGS` in a child process (same interpreter); fails loudly with its stderr."""
     cmd = [sys.executable, "-m", "nlpfit", *map(str, args)]

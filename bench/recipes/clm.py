@@ -38,7 +38,7 @@ import json
 import math
 from pathlib import Path
 
-from common import Row, StepClock, best_of, device_precisions, nlpfit_steady, nlpfit_train
+from common import Row, StepClock, best_of, device_precisions, nlpfit_train, nlpfit_training_row
 
 CONTEXT = 128
 MODEL = {"n_layer": 4, "n_embd": 256, "n_head": 4}
@@ -76,6 +76,22 @@ def make_data(tmp: Path, s: dict):
     return task, raw, str(tmp / "tokenizer"), flags
 
 
+def course_tokenize(tokenizer, context_length: int):
+    """The course's tokenize(element), as the course writes it: each file cut into blocks of
+    context_length tokens (truncation with overflowing tokens), only the full blocks kept."""
+
+    def tokenize(element):
+        outputs = tokenizer(element["content"], truncation=True, max_length=context_length,
+                            return_overflowing_tokens=True, return_length=True)
+        input_batch = []
+        for length, input_ids in zip(outputs["length"], outputs["input_ids"]):
+            if length == context_length:
+                input_batch.append(input_ids)
+        return {"input_ids": input_batch}
+
+    return tokenize
+
+
 def plain_model(tokenizer, as_nlpfit_builds_it: bool = False):
     """GPT2LMHeadModel from the course's GPT-2 config, drawn after set_seed(42) as nlpfit draws it
     (`as_nlpfit_builds_it`: with the activation in one kernel, `clm.one_kernel_gelu`)."""
@@ -98,17 +114,7 @@ def plain_training(tokenizer_dir: str, raw, out: str, steps: int, batch_size: in
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    context_length = CONTEXT
-
-    def tokenize(element):
-        outputs = tokenizer(element["content"], truncation=True, max_length=context_length,
-                            return_overflowing_tokens=True, return_length=True)
-        input_batch = []
-        for length, input_ids in zip(outputs["length"], outputs["input_ids"]):
-            if length == context_length:
-                input_batch.append(input_ids)
-        return {"input_ids": input_batch}
-
+    tokenize = course_tokenize(tokenizer, CONTEXT)
     tokenized_datasets = {split: raw[split].map(tokenize, batched=True, remove_columns=raw[split].column_names)
                           for split in ("train", "validation")}
     model = plain_model(tokenizer)
@@ -154,12 +160,8 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
                          "--context-length", CONTEXT, "--max-steps", s["steps"], "--batch-size", s["batch"],
                          "--lr", "5e-4", "--weight-decay", "0.1", "--scheduler", "cosine", "--warmup-ratio", "0.05",
                          "--eval-batch-size", 32, "--logging-steps", 1, "--mixed-precision", precision)
-        t, steady = m["train"], nlpfit_steady(m)
-        rate = steady["rate"]
-        rows.append(Row("clm", "training", "nlpfit train" + (f" --mixed-precision {precision}" if precision != "no"
-                                                             else ""), rate, "real tokens/s",
-                        quality(m["eval"]["loss"], t["loss"]), steady["seconds"],
-                        f"{rate / plain_rate[precision]:.2f}x the Trainer in {precision if precision != 'no' else 'fp32'}"))
+        rows.append(nlpfit_training_row("clm", m, precision, quality(m["eval"]["loss"], m["train"]["loss"]),
+                                        plain_rate[precision]))
     rows += evaluation_rows(trainer, raw, tmp / "ours-no", repeat)
     rows += generation_rows(task, raw, tmp / "ours-no", s["prompts"], repeat)
     return rows

@@ -2,11 +2,11 @@
 
 The corpus is the Python source installed here (CPython's standard library and site-packages),
 kept by codeparrot-clean's filters (no minified or generated files) and written as codeparrot-ds is
-(a JSON Lines file with repo_name, path, content), its files repeated
+(a JSON Lines file with repo_name, path, content): a quarter of the size in distinct files, repeated
 until the size is reached: NLPFIT_BENCH_CLM_MB (default 64 MB, what six passes fit in about 10 minutes on
 two cores at ~1 MB/s; --quick 16 MB).  The full run then prepares a corpus of codeparrot's scale once
-with nlpfit (NLPFIT_BENCH_CLM_BIG_MB, default 1024 MB; 0 skips it): its MB/s and peak RSS, and the
-second run that finds it in the cache.  The tokenizer is a
+with nlpfit (NLPFIT_BENCH_CLM_BIG_MB, default 1024 MB; 0 skips it), the same files repeated: its MB/s
+and memory, and the second run that finds it in the cache.  The tokenizer is a
 byte-level BPE trained once with nlpfit's tokenizer training (16k tokens), the same for both sides.
 
 The plain recipe is the course's: `raw_datasets = load_dataset("json", data_files=...)`, its
@@ -25,7 +25,9 @@ Memory: the peak of the anonymous resident memory (RssAnon: what the process all
 pages of the files it maps, which the kernel drops and reads again as it likes), of the process alone
 and with its worker processes summed (pages a worker shares with its parent after fork count in both),
 sampled every 20 ms until the last block is written (`AnonymousPeak`).  nlpfit's at a quarter of the size
-beside the full size's shows whether memory grows with the corpus.
+(every distinct file once) beside the full size's (each four times), and at 1 GB, shows whether memory
+grows with the corpus: the same files in every corpus, so that the largest file, whose batch is the
+peak of a run, is in all of them.
 Departures from the course: the corpus is local (no download is possible), and its files repeat.
 """
 
@@ -151,15 +153,9 @@ def child(job: dict) -> dict:
         raw_datasets = load_dataset("json", data_files={"train": job["data"]})
         stages["load_dataset"] = time.perf_counter() - start
 
-        def tokenize(element):
-            outputs = tokenizer(element["content"], truncation=True, max_length=context_length,
-                                return_overflowing_tokens=True, return_length=True)
-            input_batch = []
-            for length, input_ids in zip(outputs["length"], outputs["input_ids"]):
-                if length == context_length:
-                    input_batch.append(input_ids)
-            return {"input_ids": input_batch}
+        from recipes.clm import course_tokenize
 
+        tokenize = course_tokenize(tokenizer, context_length)
         tokenized_datasets = raw_datasets.map(tokenize, batched=True, remove_columns=raw_datasets["train"].column_names,
                                               num_proc=job["num_proc"] or None)
         parts = list(tokenized_datasets.values())
@@ -203,7 +199,7 @@ def setup(quick: bool, tmp: Path) -> dict:
 
     tmp.mkdir(parents=True, exist_ok=True)
     size = 16 if quick else int(os.environ.get("NLPFIT_BENCH_CLM_MB", "64"))
-    files = source_files(min(size, 64) * 2**20)
+    files = source_files(max(min(size, 64) // 4, 1) * 2**20)  # every corpus: these files, repeated
     tok_dir = tmp / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
         train_bpe((text for _, text in files[:1500]), vocab_size=VOCAB).save_pretrained(str(tok_dir))

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from common import Row, StepClock, best_of, device_precisions, nlpfit_steady, nlpfit_train
+from common import Row, StepClock, best_of, device_precisions, nlpfit_train, nlpfit_training_row
 
 CHUNK = 128
 
@@ -139,12 +139,8 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
         m = nlpfit_train("mlm", out, "--max-steps", s["steps"], "--batch-size", s["batch"], "--lr", "2e-5",
                          "--weight-decay", "0.01", "--test-size", s["eval_blocks"], "--eval-batch-size", 32,
                          "--no-eval-before", "--logging-steps", 1, "--mixed-precision", precision)
-        t, steady = m["train"], nlpfit_steady(m)
-        rate = steady["rate"]
-        rows.append(Row("mlm", "training", "nlpfit train" + (f" --mixed-precision {precision}" if precision != "no"
-                                                             else ""), rate, "real tokens/s",
-                        quality(m["eval"]["loss"], t["loss"]), steady["seconds"],
-                        f"{rate / plain_rate[precision]:.2f}x the Trainer in {precision if precision != 'no' else 'fp32'}"))
+        rows.append(nlpfit_training_row("mlm", m, precision, quality(m["eval"]["loss"], m["train"]["loss"]),
+                                        plain_rate[precision]))
     rows += evaluation_rows(task, trainer, tmp / "ours-no", eval_blocks, repeat)
     rows += prediction_rows(task, raw, tmp / "ours-no", s["texts"], repeat)
     return rows

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import Row, StepClock, best_of, device_precisions, nlpfit_steady, nlpfit_train, timed
+from common import Row, StepClock, best_of, device_precisions, nlpfit_train, nlpfit_training_row, timed
 
 n_best = 20
 max_answer_length = 30
@@ -286,10 +286,7 @@ def bench(quick: bool, repeat: int, tmp: Path) -> list[Row]:
                     plain["seconds"], f"{train_settings(quick)['steps']} steps"))
     for precision in ["no", *device_precisions()]:
         m = metrics if precision == "no" else train_model(quick, tmp, precision)[1]
-        rows.append(Row("qa", "training", "nlpfit train qa" + (f" --mixed-precision {precision}"
-                                                             if precision != "no" else ""),
-                        nlpfit_steady(m)["rate"], "real tokens/s", "val " + quality(m["eval"]),
-                        nlpfit_steady(m)["seconds"]))
+        rows.append(nlpfit_training_row("qa", m, precision, "val " + quality(m["eval"]), name="nlpfit train qa"))
 
     # evaluation: the whole of it, model loading apart
     seconds, (metrics, plain_pred, *_) = best_of(repeat, plain_evaluation(model, tokenizer, validation, bs, tmp))

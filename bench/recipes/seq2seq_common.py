@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from common import Row, StepClock, best_of, device_precisions, nlpfit_steady, nlpfit_train
+from common import Row, StepClock, best_of, device_precisions, nlpfit_train, nlpfit_training_row
 
 
 def train(task_name: str, out: Path, steps: int, *args: str) -> dict:
@@ -159,10 +159,7 @@ def training_rows(name: str, out: Path, metrics: dict, steps: int, train_args: t
         runs.append((precision, train(name, tmp / f"model-{precision}", steps, "--mixed-precision", precision,
                                       *train_args)))
     for precision, m in runs:
-        rows.append(Row(name, "training", "nlpfit train" + (f" --mixed-precision {precision}" if precision != "no"
-                                                          else ""),
-                        nlpfit_steady(m)["rate"], "real tokens/s", f"train loss {m['train']['loss']:.3f}",
-                        nlpfit_steady(m)["seconds"]))
+        rows.append(nlpfit_training_row(name, m, precision, f"train loss {m['train']['loss']:.3f}"))
     return rows
 
 
