@@ -52,9 +52,31 @@ def test_the_system_allocator_by_default_hands_the_block_back():
     assert got["freed"] < got["live"] - 200  # unmapped at once: what every training step paid for again
 
 
-@pytest.mark.parametrize("name", ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX"])
-def test_the_users_own_allocator_settings_are_left_alone(name):
-    assert probe(**{name: "65536" if name != "MALLOC_ARENA_MAX" else "2"})["kept"] is False
+@pytest.mark.parametrize("name, value", [("MALLOC_MMAP_THRESHOLD_", "65536"), ("MALLOC_TRIM_THRESHOLD_", "65536"),
+                                         ("MALLOC_ARENA_MAX", "2"),
+                                         ("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")])
+def test_the_users_own_allocator_settings_are_left_alone(name, value):
+    assert probe(**{name: value})["kept"] is False
+
+
+def test_threads_asking_at_once_start_one_watchdog():
+    """The Python API calls keep_freed_memory() from every train/evaluate/predict, maybe from several threads."""
+    script = r"""
+import threading
+import nlpfit.allocator as allocator
+barrier = threading.Barrier(8)
+def ask():
+    barrier.wait()
+    allocator.keep_freed_memory()
+askers = [threading.Thread(target=ask) for _ in range(8)]
+for t in askers: t.start()
+for t in askers: t.join()
+print(sum(t.name == "nlpfit-free-memory-bound" for t in threading.enumerate()))
+"""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD",
+                                                                                             "NLPFIT_SYSTEM_MALLOC")}
+    out = subprocess.run([sys.executable, "-c", script], env=clean, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "1"
 
 
 #: the pattern that defeats reuse: a 48 MB tensor made and freed at every step, and a small tensor made
@@ -66,6 +88,7 @@ import torch
 import nlpfit.allocator as allocator
 
 allocator.KEPT_FREE_FLOOR = int(sys.argv[1])
+allocator.KEPT_FREE_FACTOR = 0  # the floor alone, whatever the imports hold in use
 
 def rss_anon_mb():
     with open("/proc/self/status") as f:

@@ -207,7 +207,11 @@ def test_a_damaged_cache_entry_is_prepared_again(tmp_path, monkeypatch):
     arrow = next((tmp_path / "ds").glob("*.arrow"))
     (staging / "train-blocks.arrow").write_bytes(arrow.read_bytes())
     entry.commit(staging, {"files": ["train-blocks.arrow"]})
-    manifest, tables = entry.load()
+    files = lambda manifest: manifest["files"]  # noqa: E731
+    manifest, tables = entry.load(files)
     assert manifest == {"files": ["train-blocks.arrow"]} and tables["train-blocks.arrow"]["input_ids"] == [[1, 2], [3, 4]]
     (entry.folder / "train-blocks.arrow").write_bytes(b"\x00garbage" * 10)
-    assert entry.load() is None and not entry.folder.exists()
+    assert entry.load(files) is None and not entry.folder.exists()
+    staging = entry.staging()  # a manifest naming a file that is not there: prepared again as well
+    entry.commit(staging, {"files": ["train-blocks.arrow"]})
+    assert entry.load(files) is None and not entry.folder.exists()

@@ -21,15 +21,14 @@ both `KEPT_FREE_FLOOR` and twice the most memory in use seen so far, hands it ba
 normal steps keep for reuse stays, and no allocation pattern can grow resident memory without bound.
 
 Nothing is changed where the allocator is not glibc's (or a glibc without mallinfo2, before 2.33),
-or where the user set glibc's own variables (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_,
-MALLOC_TOP_PAD_, MALLOC_ARENA_MAX) or NLPFIT_SYSTEM_MALLOC=1, or preloads another allocator
-(LD_PRELOAD).
+or where /proc gives no RssAnon, or where the user set glibc's own variables (MALLOC_MMAP_THRESHOLD_,
+MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_, MALLOC_ARENA_MAX, a glibc.malloc tunable in GLIBC_TUNABLES)
+or NLPFIT_SYSTEM_MALLOC=1, or preloads another allocator (LD_PRELOAD).
 """
 
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 import sys
 import threading
@@ -137,21 +136,39 @@ def _start_watchdog(libc) -> None:
     watchdog = FreeMemoryBound(libc, KEPT_FREE_FLOOR, KEPT_FREE_FACTOR, WATCH_INTERVAL).start()
 
 
-@functools.cache
+def _user_settings() -> bool:
+    """Whether the user chose the allocator: glibc's variables, a malloc tunable, another allocator."""
+    return (any(os.environ.get(name) for name in USER_SETTINGS)
+            or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""))
+
+
+_lock = threading.Lock()
+_kept: bool | None = None
+
+
 def keep_freed_memory() -> bool:
     """Set glibc's mmap and trim thresholds so freed blocks are reused, and start the watchdog that
-    bounds what is kept (once per process); whether they are set now."""
-    if not sys.platform.startswith("linux") or os.environ.get("NLPFIT_SYSTEM_MALLOC") == "1":
-        return False
-    if any(os.environ.get(name) for name in USER_SETTINGS):
+    bounds what is kept (once per process, whichever thread asks first); whether they are set now."""
+    global _kept
+    with _lock:
+        if _kept is None:
+            _kept = _keep_freed_memory()
+        return _kept
+
+
+def _keep_freed_memory() -> bool:
+    if not sys.platform.startswith("linux") or os.environ.get("NLPFIT_SYSTEM_MALLOC") == "1" or _user_settings():
         return False
     libc = _glibc()
-    if libc is None:
+    if libc is None or not rss_anon():  # without RssAnon the watchdog could not see what is kept
+        return False
+    try:
+        _start_watchdog(libc)  # before the thresholds: a thread that cannot start leaves them as they were
+    except RuntimeError:
         return False
     mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     if not (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
         return False
-    _start_watchdog(libc)
     os.register_at_fork(after_in_child=lambda: _start_watchdog(libc))  # a thread does not survive fork
     return True

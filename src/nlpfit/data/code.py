@@ -27,7 +27,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 from nlpfit import NlpfitError
 
@@ -429,18 +429,19 @@ class PreparedCache:
         except (OSError, ValueError):
             return None
 
-    def load(self) -> tuple[dict, dict] | None:
-        """(manifest, {file name: its memory-mapped datasets.Dataset}) of the entry, each Arrow file opened
-        once, or None when it has no manifest yet.  An entry whose Arrow files do not open (damaged on
-        disk) is removed, with a warning, and None returned: it is prepared again."""
+    def load(self, files: Callable[[dict], Iterable[str]]) -> tuple[dict, dict] | None:
+        """(manifest, {file name: its memory-mapped datasets.Dataset}) of the entry, each of the Arrow files
+        its manifest names (`files(manifest)`) opened once, or None when it has no manifest yet.  An entry
+        with one of them missing or not opening (damaged on disk) is removed, with a warning, and None
+        returned: it is prepared again."""
         import datasets
 
         manifest = self.manifest()
         if manifest is None:
             return None
         try:
-            tables = {arrow.name: datasets.Dataset.from_file(str(arrow)) for arrow in sorted(self.folder.glob("*.arrow"))}
-        except Exception as exc:  # pyarrow raises OSError / ArrowInvalid for a damaged file
+            tables = {name: datasets.Dataset.from_file(str(self.folder / name)) for name in files(manifest)}
+        except Exception as exc:  # FileNotFoundError, or pyarrow's OSError / ArrowInvalid for a damaged file
             from nlpfit.log import warn
 
             warn(f"the prepared data in {self.folder} is damaged ({type(exc).__name__}): preparing it again")

@@ -463,7 +463,7 @@ class CausalLM(Task):
 
         key = corpus.identity() if o.data_cache else None  # None: hub data, or the cache is off
         entry = PreparedCache("clm-documents", key) if key else None
-        cached = entry.load() if entry else None
+        cached = entry.load(lambda manifest: manifest["splits"].values()) if entry else None
         tables = {}
         if cached is not None:
             (manifest, tables), folder = cached, entry.folder
@@ -494,7 +494,7 @@ class CausalLM(Task):
         order = [s for s in corpus.split_names() if s in names] + sorted(set(names) - set(corpus.split_names()))
         raw = datasets.DatasetDict()
         for split in order:
-            part = tables[names[split]] if names[split] in tables else load_arrow(folder, [names[split]])
+            part = tables[names[split]] if tables else load_arrow(folder, [names[split]])
             if len(part):
                 raw[split] = part
         if "train" not in raw and trained is None:
@@ -646,7 +646,7 @@ class CausalLM(Task):
             # the documents' fingerprint follows their files and any selection made since (--max-*-samples)
             entry = PreparedCache("clm-blocks", digest([CACHE_FORMAT, ds._fingerprint, tok_key, o.context_length,
                                                         o.pack]))
-            cached = entry.load()
+            cached = entry.load(lambda manifest: manifest["files"])
             if cached is not None:
                 manifest, tables = cached
                 info(f"{split}: reusing the blocks prepared by an earlier run from {entry.folder}")
