@@ -32,12 +32,18 @@ print(json.dumps({"kept": kept, "again": again, "live": live, "freed": rss_mb()}
 """
 
 
-def probe(**env) -> dict:
+def run(script: str, *args: str, **env) -> str:
+    """The last line `script` prints, run in a fresh process without the user's allocator settings
+    (plus `env`)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD",
                                                                                              "NLPFIT_SYSTEM_MALLOC")}
-    out = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", script, *args], env={**clean, **env}, capture_output=True, text=True,
                          check=True).stdout
-    return json.loads(out.splitlines()[-1])
+    return out.splitlines()[-1]
+
+
+def probe(**env) -> dict:
+    return json.loads(run(PROBE, **env))
 
 
 def test_freed_tensors_stay_in_the_process():
@@ -73,10 +79,7 @@ for t in askers: t.start()
 for t in askers: t.join()
 print(sum(t.name == "nlpfit-free-memory-bound" for t in threading.enumerate()))
 """
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD",
-                                                                                             "NLPFIT_SYSTEM_MALLOC")}
-    out = subprocess.run([sys.executable, "-c", script], env=clean, capture_output=True, text=True, check=True)
-    assert out.stdout.split()[-1] == "1"
+    assert run(script) == "1"
 
 
 #: the pattern that defeats reuse: a 48 MB tensor made and freed at every step, and a small tensor made
@@ -91,8 +94,7 @@ allocator.KEPT_FREE_FLOOR = int(sys.argv[1])
 allocator.KEPT_FREE_FACTOR = 0  # the floor alone, whatever the imports hold in use
 
 def rss_anon_mb():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("RssAnon:"))
+    return allocator.rss_anon() / 2**20
 
 kept = allocator.keep_freed_memory()
 pinned, start, peak = [], rss_anon_mb(), 0.0
@@ -108,11 +110,7 @@ print(json.dumps({"kept": kept, "growth": peak - start, "trims": allocator.watch
 
 
 def pinned(floor: int) -> dict:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD",
-                                                                                             "NLPFIT_SYSTEM_MALLOC")}
-    out = subprocess.run([sys.executable, "-c", PINNED, str(floor)], env=clean, capture_output=True, text=True,
-                         check=True).stdout
-    return json.loads(out.splitlines()[-1])
+    return json.loads(run(PINNED, str(floor)))
 
 
 def test_kept_free_memory_is_bounded_whatever_the_allocation_pattern():
@@ -137,7 +135,4 @@ if pid == 0:
     os._exit(0 if alive and allocator.watchdog is not parent else 3)
 print(os.waitpid(pid, 0)[1] >> 8)
 """
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD",
-                                                                                             "NLPFIT_SYSTEM_MALLOC")}
-    out = subprocess.run([sys.executable, "-c", script], env=clean, capture_output=True, text=True, check=True)
-    assert out.stdout.split()[-1] == "0"
+    assert run(script) == "0"

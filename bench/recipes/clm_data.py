@@ -99,17 +99,6 @@ def _token_sum(datasets_) -> tuple[int, int]:
     return blocks, tokens
 
 
-def rss_anon_mb(pid: int) -> float:
-    """A process's anonymous resident memory (RssAnon), 0 once it has ended."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 class AnonymousPeak:
     """The peak anonymous resident memory of this process (`own`) and of it with its worker processes
     summed (`tree`), in MB, sampled every `interval` seconds in a thread from creation until `stop()`."""
@@ -125,10 +114,12 @@ class AnonymousPeak:
     def _sample(self, interval: float) -> None:
         import psutil
 
+        from nlpfit.allocator import rss_anon
+
         me = psutil.Process()
         while True:
-            own = rss_anon_mb(me.pid)
-            workers = sum(rss_anon_mb(c.pid) for c in me.children(recursive=True))
+            own = rss_anon() / 2**20
+            workers = sum(rss_anon(c.pid) for c in me.children(recursive=True)) / 2**20
             self.own, self.tree = max(self.own, own), max(self.tree, own + workers)
             if self._done.wait(interval):
                 return

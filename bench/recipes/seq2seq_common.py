@@ -209,6 +209,7 @@ def profile_task(name: str, steps: int, limit: int, tmp: Path, train_args: tuple
     """torch.profiler runs of nlpfit's own paths: a few training steps (the engine's way: forward,
     backward, clipping, fused AdamW on length-grouped batches) and one evaluation pass, fp32 and bf16."""
     import functools
+    import itertools
 
     from profiling import Runs, training_step
 
@@ -222,8 +223,8 @@ def profile_task(name: str, steps: int, limit: int, tmp: Path, train_args: tuple
     features, facts = task.preprocess({"validation": val}, tokenizer, model.config, Facts(), training=False)
     feats = features["validation"]
     collate = make_collate(task.collator(tokenizer, model), model)
-    order = [b for _ in range(steps + 1) for b in LengthGroupedBatches(lengths_of(feats), 16, seed=0)][:steps + 1]
-    batches = [collate([feats[i] for i in idx]) for idx in order]
+    order = LengthGroupedBatches(lengths_of(feats), 16, seed=0).batches()  # repeated if the split is short
+    batches = [collate([feats[i] for i in idx]) for idx in itertools.islice(itertools.cycle(order), steps + 1)]
     runs = Runs()
     for precision in ("fp32", "bf16"):
         runs.steps(f"{name} training, {steps} steps, {precision}",

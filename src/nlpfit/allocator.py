@@ -56,10 +56,11 @@ class MallInfo2(ctypes.Structure):
                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def rss_anon() -> int:
-    """This process's anonymous resident memory in bytes (RssAnon), 0 where /proc does not say."""
+def rss_anon(pid: int | str = "self") -> int:
+    """A process's anonymous resident memory in bytes (RssAnon; this process's by default), 0 where /proc
+    does not say (or the process has ended)."""
     try:
-        with open("/proc/self/status", "rb") as f:
+        with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
                 if line.startswith(b"RssAnon:"):
                     return int(line.split()[1]) * 1024
