@@ -215,3 +215,22 @@ def test_a_damaged_cache_entry_is_prepared_again(tmp_path, monkeypatch):
     staging = entry.staging()  # a manifest naming a file that is not there: prepared again as well
     entry.commit(staging, {"files": ["train-blocks.arrow"]})
     assert entry.load(files) is None and not entry.folder.exists()
+
+
+def test_what_a_killed_run_was_preparing_is_removed_by_the_next(tmp_path, monkeypatch):
+    """A run killed mid-preparation leaves its staging folder; the next preparation on the host removes it,
+    and leaves alone the folder of a writer still running."""
+    import subprocess
+    import sys
+
+    from nlpfit.data.code import PreparedCache
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    killed = PreparedCache("clm-blocks", "k").staging()
+    killed = killed.rename(killed.with_name(killed.name.rsplit("@", 1)[0] + f"@{ended.pid}"))
+    (killed / "train-blocks.arrow").write_bytes(b"half written")
+    running = PreparedCache("clm-blocks", "k").staging()  # this process: still writing
+    new = PreparedCache("clm-blocks", "other").staging()
+    assert not killed.exists() and running.exists() and new.exists()

@@ -185,11 +185,22 @@ def run_child(job: dict, cache: Path) -> dict:
 
 
 # ---- the section --------------------------------------------------------------------------------
+def env_mb(name: str, default: int, least: int) -> int:
+    """A corpus size in MB from the environment; a value that is not a whole number of at least `least`
+    ends the bench with one line (exit 2)."""
+    value = os.environ.get(name, str(default))
+    if not value.strip().isdigit() or int(value) < least:
+        print(f"bench: {name}={value!r}: a whole number of MB, at least {least}", file=sys.stderr)
+        raise SystemExit(2)
+    return int(value)
+
+
 def setup(quick: bool, tmp: Path) -> dict:
     from nlpfit.tokenizer_training import train_bpe
 
     tmp.mkdir(parents=True, exist_ok=True)
-    size = 16 if quick else int(os.environ.get("NLPFIT_BENCH_CLM_MB", "64"))
+    size = 16 if quick else env_mb("NLPFIT_BENCH_CLM_MB", 64, least=1)
+    big = 0 if quick else env_mb("NLPFIT_BENCH_CLM_BIG_MB", 1024, least=0)
     files = source_files(max(min(size, 64) // 4, 1) * 2**20)  # every corpus: these files, repeated
     tok_dir = tmp / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
@@ -198,7 +209,6 @@ def setup(quick: bool, tmp: Path) -> dict:
     for mb in (max(size // 4, 1), size):
         path = tmp / f"codeparrot-local-{mb}mb.jsonl"
         corpora[mb] = {"path": str(path), **write_corpus(path, mb, files)}
-    big = 0 if quick else int(os.environ.get("NLPFIT_BENCH_CLM_BIG_MB", "1024"))
     if big > size:
         path = tmp / f"codeparrot-local-{big}mb.jsonl"
         corpora[big] = {"path": str(path), **write_corpus(path, big, files)}

@@ -12,7 +12,8 @@ Prepared data is kept between runs in an Arrow cache (`PreparedCache`): under
 one folder per key.  The documents of a corpus are keyed by what was read (every file's path, size
 and modification time, the glob, text column, keyword filter and hold-out), the blocks cut from
 them by the documents' key and the tokenizer and block options; an entry is written aside and
-renamed into place, with its manifest, only once complete.
+renamed into place, with its manifest, only once complete (what a killed run was writing is removed
+by the next run that prepares data on the same host).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sysconfig
 import uuid
 import zlib
@@ -450,8 +452,18 @@ class PreparedCache:
         return manifest, tables
 
     def staging(self) -> Path:
-        path = self.folder.parent / f".staging-{self.key}-{uuid.uuid4().hex[:8]}"
-        path.mkdir(parents=True)
+        """A fresh folder to write the entry in, named for its writer (`.staging-KEY-RANDOM@HOST@PID`);
+        the folders of writers on this host that have ended (a run killed mid-preparation) are removed
+        first."""
+        parent = self.folder.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        host = socket.gethostname()
+        for old in parent.glob(".staging-*@*@*"):
+            _, old_host, pid = old.name.split("@")
+            if old_host == host and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+        path = parent / f".staging-{self.key}-{uuid.uuid4().hex[:8]}@{host}@{os.getpid()}"
+        path.mkdir()
         return path
 
     def commit(self, staging: Path, manifest: dict) -> Path:
@@ -469,6 +481,17 @@ class PreparedCache:
     @staticmethod
     def discard(staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this host has that id (one of another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def load_arrow(folder: Path, names: list[str]):
