@@ -34,7 +34,7 @@ SECTIONS = ("ner", "mlm", "clm", "translation", "summarization", "qa")
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("--quick", action="store_true", help="fewer steps and smaller data (as bench_tasks.py --quick)")
     p.add_argument("--only", default="", help="comma-separated sections: " + ", ".join(SECTIONS))
     args = p.parse_args()
     names = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)

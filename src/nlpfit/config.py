@@ -88,7 +88,7 @@ class RunConfig:
     split_seed: int = opt(42, "Seed of the deterministic validation/test hold-out.", min=0, max=SEED_MAX)
     max_train_samples: int = opt(0, "Use only the first N training examples (0: all).", min=0)
     max_eval_samples: int = opt(0, "Use only the first N evaluation examples (0: all).", min=0)
-    logging_steps: int = opt(10, "Log loss, learning rate, gradient norm and tokens/s every N optimizer steps "
+    logging_steps: int = opt(10, "Log loss, learning rate, gradient norm, tokens/s and tokens seen every N optimizer steps "
                                  "(metrics.json's log, the trackers, the progress bar).", min=1)
     report_to: list = opt([], "Send the logged figures to a tracker (repeat for several); tensorboard writes "
                               "OUT/runs/.", multiple=True, choices=("none", "tensorboard", "wandb", "mlflow"))
